@@ -1,0 +1,54 @@
+# One target per pipeline stage; each calls a recipe with a YAML config that a variable swaps:
+#   make model-info CONFIG=configs/model/7b.yaml NUM_GPUS=8
+# Every target depends on `install`, so on a fresh machine `make demo` / `make test` is all it takes.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-requirements
+
+# DATA_DIR: the shipped sample data; point it at your own corpus. OUT: every stage writes below it.
+DATA_DIR ?= ../shared/data
+OUT ?= outputs
+# NPROC: processes for `accelerate launch` stages; NUM_GPUS: GPUs per node for model-info planning.
+NPROC ?= 1
+NUM_GPUS ?= 8
+PYTEST_ARGS ?=
+
+export DATA_DIR OUT
+
+.PHONY: help install test test-fast demo clean model-info
+
+help: ## list the targets
+	@echo "usage: make <target> [CONFIG=path.yaml] [NPROC=n] [DATA_DIR=dir] [OUT=dir]"
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+# Re-runs only when requirements.txt changed since the last successful install.
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . \
+	  || $(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the pinned requirements (does nothing when up to date)
+
+test: install ## run the whole test suite
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: install ## run the quick tests (skips those marked slow)
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+model-info: install ## params, FLOPs/token and ZeRO-3 memory of a preset (CONFIG=configs/model/7b.yaml NUM_GPUS=8)
+	$(PY) -m llm_recipes.model_info --config $(or $(CONFIG),configs/model/7b.yaml) --num_gpus $(NUM_GPUS)
+
+demo: install ## run the whole pipeline on the tiny preset and the shipped data
+	$(PY) -m llm_recipes.model_info --config configs/model/tiny.yaml --num_gpus 1
+	$(PY) -m llm_recipes.model_info --config configs/model/7b.yaml --num_gpus 8
+
+clean: ## remove outputs and caches (keeps .venv; `rm -rf .venv` for a full reset)
+	rm -rf $(OUT) .pytest_cache
+	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +

@@ -1,0 +1,103 @@
+"""Plan hardware before launching: parameters, training FLOPs per token and DeepSpeed ZeRO-3 memory per GPU/CPU.
+
+    python -m llm_recipes.model_info --config configs/model/7b.yaml --num_gpus 8
+    python -m llm_recipes.model_info --model_preset 1b --num_gpus 8 --num_nodes 2 --seq_len 2048
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+
+from llm_recipes.config import ConfigError, RecipeParser
+from llm_recipes.model import (
+    ModelArguments,
+    build_llama_config,
+    count_parameters,
+    meta_model,
+    training_flops_per_token,
+    zero3_memory_estimates,
+)
+
+GIB = 2**30
+
+
+@dataclass
+class HardwareArguments:
+    num_gpus: int = field(default=8, metadata={"help": "GPUs per node."})
+    num_nodes: int = field(default=1, metadata={"help": "Number of nodes."})
+    seq_len: int | None = field(
+        default=None, metadata={"help": "Training sequence length for the attention FLOPs; default max_position_embeddings."}
+    )
+    tokenizer_name_or_path: str | None = field(
+        default=None, metadata={"help": "Tokenizer folder or Hub id; the vocab then follows it (rounded up)."}
+    )
+    json: bool = field(default=False, metadata={"help": "Print one JSON object instead of the table."})
+
+
+def model_info(model_args: ModelArguments, hw: HardwareArguments) -> dict:
+    tokenizer = None
+    if hw.tokenizer_name_or_path:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(hw.tokenizer_name_or_path)
+    config = build_llama_config(model_args, tokenizer=tokenizer)
+    params = count_parameters(meta_model(config))
+    seq_len = hw.seq_len or config.max_position_embeddings
+    return {
+        "preset": model_args.model_preset,
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_hidden_layers,
+        "head_dim": config.head_dim,
+        "params": params.total,
+        "embedding_params": params.embedding,
+        "non_embedding_params": params.non_embedding,
+        "largest_layer_params": params.largest_layer,
+        "seq_len": seq_len,
+        "train_flops_per_token": training_flops_per_token(config, params.total, seq_len),
+        "num_gpus_per_node": hw.num_gpus,
+        "num_nodes": hw.num_nodes,
+        "zero3": zero3_memory_estimates(params, hw.num_gpus, hw.num_nodes),
+    }
+
+
+def format_report(info: dict) -> str:
+    lines = [
+        f"model: {info['preset'] or 'custom'}  (vocab {info['vocab_size']:,}, hidden {info['hidden_size']}, "
+        f"layers {info['num_hidden_layers']}, head_dim {info['head_dim']})",
+        f"parameters:            {info['params']:>16,}",
+        f"  embedding + head:    {info['embedding_params']:>16,}",
+        f"  non-embedding:       {info['non_embedding_params']:>16,}",
+        f"  largest layer:       {info['largest_layer_params']:>16,}",
+        f"train FLOPs/token:     {info['train_flops_per_token']:>16,}  (6N + 12*L*H*T, T={info['seq_len']})",
+        "",
+        f"DeepSpeed ZeRO-3 model states (params+grads+Adam, zero.Init) on {info['num_nodes']} node(s) x "
+        f"{info['num_gpus_per_node']} GPU(s); activations come on top:",
+        "  per GPU    per node CPU   offload",
+    ]
+    for row in info["zero3"]:
+        offload = {(False, False): "none", (True, False): "optimizer -> CPU", (True, True): "optimizer + params -> CPU"}[
+            (row["offload_optimizer"], row["offload_params"])
+        ]
+        lines.append(f"  {row['per_gpu_bytes'] / GIB:7.2f} GiB  {row['per_cpu_node_bytes'] / GIB:8.2f} GiB    {offload}")
+    return "\n".join(lines)
+
+
+def make_parser() -> RecipeParser:
+    return RecipeParser((ModelArguments, HardwareArguments))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = make_parser()
+    model_args, hw = parser.parse(argv)
+    try:
+        info = model_info(model_args, hw)
+    except ConfigError as e:
+        parser.error(str(e))
+    print(json.dumps(info, indent=2) if hw.json else format_report(info))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
