@@ -41,7 +41,11 @@ class RecipeParser(TrlParser):
         config_path = self._config_path(args)
         if config_path is not None:
             self._check_config_file(config_path)
-        *dataclasses_, leftover = self.parse_args_and_config(args, return_remaining_strings=True)
+        try:
+            *dataclasses_, leftover = self.parse_args_and_config(args, return_remaining_strings=True)
+        except ValueError as e:  # raised by a dataclass's __post_init__ (ConfigError is one): a config mistake
+            source = f"{config_path}: " if config_path else ""
+            self.error(f"{source}{e}")
         if leftover:
             self._fail_unknown([a for a in leftover if a.startswith("--")] or leftover, where="command line")
         return tuple(dataclasses_)

@@ -12,13 +12,14 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from llm_recipes.atomic import atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,20 +92,6 @@ def git_state(repo: Path = REPO_ROOT) -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write next to the target, then rename, so a crash never leaves a half-written file under the final name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def is_main_process() -> bool:
     """True on the process that should write shared files (rank 0 under torchrun / accelerate launch)."""
     return int(os.environ.get("RANK", "0")) == 0
@@ -116,7 +103,7 @@ def write_run_info(output_dir: str | os.PathLike, *dataclass_objs: Any, recipe: 
     if not is_main_process():
         return out
     config = resolved_config(*dataclass_objs)
-    header = f"# Resolved config of {recipe or 'this run'}; replay with --config {out / 'resolved_config.yaml'}\n"
+    header = f"# Resolved config of {recipe or 'this run'}: pass this file to --config to replay it.\n"
     atomic_write_text(out / "resolved_config.yaml", header + yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     info = {
         "recipe": recipe,

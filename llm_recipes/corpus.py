@@ -1,0 +1,208 @@
+"""The text corpus shared by tokenizer training and packing: sources from YAML -> a `text` column, train/validation.
+
+Sources are anything `datasets.load_dataset` reads: local txt / jsonl / json / csv / tsv / parquet files or folders,
+or a Hub dataset name (for users with network). Local files are checked line by line first, so a file that is not
+UTF-8 or a JSONL line that does not parse stops the run with the file and line, not a stack trace from Arrow.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import unicodedata
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import datasets
+
+from llm_recipes.config import ConfigError
+from llm_recipes.run_info import REPO_ROOT
+
+# Recipes name the shipped data as ${DATA_DIR}/...; users point DATA_DIR at their own corpus.
+os.environ.setdefault("DATA_DIR", str(REPO_ROOT.parent / "shared" / "data"))
+
+BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
+
+
+@dataclass
+class TextSource:
+    """One corpus source. `path` is a local file / folder / glob (with ${ENV} variables) or a Hub dataset name."""
+
+    path: str
+    text_column: str = "text"  # a list of strings in this column (e.g. poem lines) is joined with newlines
+    sample_by: str = "line"  # .txt files only: one document per line, per blank-line paragraph, or per file
+    name: str | None = None  # Hub dataset config name
+    split: str = "train"  # Hub dataset split
+
+    def __post_init__(self):
+        if self.sample_by not in ("line", "paragraph", "document"):
+            raise ConfigError(f"source {self.path}: sample_by must be line, paragraph or document, not {self.sample_by!r}")
+
+
+@dataclass
+class CorpusArguments:
+    train_sources: list[TextSource] = field(
+        default_factory=list,
+        metadata={"help": "Training sources: a list of {path, text_column, sample_by, name, split} mappings."},
+    )
+    validation_sources: list[TextSource] = field(
+        default_factory=list,
+        metadata={"help": "Validation sources; when empty, validation_split_size of the train documents is held out."},
+    )
+    validation_split_size: float = field(
+        default=0.05, metadata={"help": "Share of train documents held out for validation (when no validation_sources)."}
+    )
+    max_documents: int | None = field(
+        default=None, metadata={"help": "Use at most this many training documents (quick runs); None = all."}
+    )
+    seed: int = field(default=42, metadata={"help": "Seed of the train/validation split."})
+
+    def __post_init__(self):
+        known = {f.name for f in fields(TextSource)}
+        for key in ("train_sources", "validation_sources"):
+            sources = getattr(self, key)
+            if isinstance(sources, (str, dict)):
+                sources = [sources]
+            parsed = []
+            for i, src in enumerate(sources):
+                if isinstance(src, str):
+                    src = {"path": src}
+                if isinstance(src, dict):
+                    unknown = set(src) - known
+                    if unknown or "path" not in src:
+                        problem = f"unknown key(s) {sorted(unknown)}" if unknown else "missing 'path'"
+                        raise ConfigError(f"{key}[{i}]: {problem}; a source has keys {sorted(known)}")
+                    src = TextSource(**src)
+                parsed.append(src)
+            setattr(self, key, parsed)
+        if not 0 <= self.validation_split_size < 1:
+            raise ConfigError(f"validation_split_size must be in [0, 1), got {self.validation_split_size}")
+
+
+@dataclass
+class CorpusStats:
+    documents: int = 0
+    empty_documents_skipped: int = 0
+
+
+def resolve_files(source: TextSource) -> list[Path] | None:
+    """Local files of a source (sorted, so the order is stable), or None for a Hub dataset name."""
+    pattern = os.path.expanduser(os.path.expandvars(source.path))
+    path = Path(pattern)
+    looks_local = source.path.startswith(("/", ".", "~", "$")) or path.suffix in BUILDERS or path.exists()
+    if not looks_local:
+        return None  # e.g. "HuggingFaceFW/fineweb-edu": load_dataset fetches it (needs network)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in BUILDERS and p.is_file())
+    elif any(ch in pattern for ch in "*?["):
+        files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+    elif path.is_file():
+        files = [path]
+    else:
+        raise ConfigError(f"source not found: {pattern}")
+    if not files:
+        raise ConfigError(f"source {pattern} matches no {'/'.join(BUILDERS)} file")
+    suffixes = {p.suffix for p in files}
+    if len({BUILDERS[s] for s in suffixes}) > 1 or (".tsv" in suffixes and len(suffixes) > 1):
+        raise ConfigError(f"source {pattern} mixes file formats {sorted(suffixes)}; list them as separate sources")
+    return files
+
+
+def check_local_file(path: Path) -> None:
+    """Fail with file and line on bytes that are not UTF-8 or JSON that does not parse."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ConfigError(f"{path}, line {lineno}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+            if path.suffix == ".jsonl" and line.strip():
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ConfigError(f"{path}, line {lineno}: invalid JSON ({e.msg}, column {e.colno})") from None
+    if path.suffix == ".json":
+        try:
+            with open(path, encoding="utf-8") as f:
+                json.load(f)
+        except json.JSONDecodeError as e:
+            if e.msg != "Extra data":  # JSON Lines in a .json file: datasets reads those too
+                raise ConfigError(f"{path}, line {e.lineno}: invalid JSON ({e.msg}, column {e.colno})") from None
+
+
+def load_source(source: TextSource) -> datasets.Dataset:
+    """One source as a dataset with a single `text` column (empty documents still in: the caller counts them)."""
+    files = resolve_files(source)
+    if files is None:
+        ds = datasets.load_dataset(source.path, source.name, split=source.split)
+    else:
+        for path in files:
+            check_local_file(path)
+        builder = BUILDERS[files[0].suffix]
+        kwargs = {}
+        if builder == "text":
+            kwargs["sample_by"] = source.sample_by
+        if files[0].suffix == ".tsv":
+            kwargs["sep"] = "\t"
+        ds = datasets.load_dataset(builder, data_files=[str(p) for p in files], split="train", **kwargs)
+    if source.text_column not in ds.column_names:
+        raise ConfigError(
+            f"source {source.path}: no column '{source.text_column}' (columns: {', '.join(ds.column_names)}); "
+            "set text_column"
+        )
+    ds = ds.select_columns([source.text_column])
+    if source.text_column != "text" or ds.features["text"].dtype != "string":
+        ds = ds.map(_to_text, fn_kwargs={"column": source.text_column}, remove_columns=ds.column_names, desc="text")
+    return ds
+
+
+def _to_text(example: dict, column: str) -> dict:
+    value = example[column]
+    if isinstance(value, list):
+        value = "\n".join(str(v) for v in value if v is not None)
+    return {"text": "" if value is None else str(value)}
+
+
+def _is_nonempty(batch: dict) -> list[bool]:
+    return [bool(t and t.strip()) for t in batch["text"]]
+
+
+def load_corpus(args: CorpusArguments) -> tuple[datasets.DatasetDict, dict[str, CorpusStats]]:
+    """Train and validation splits with a `text` column, empty documents removed and counted per split."""
+    if not args.train_sources:
+        raise ConfigError("train_sources is empty: list at least one source")
+
+    def combine(sources: list[TextSource]) -> datasets.Dataset:
+        parts = [load_source(s) for s in sources]
+        return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+
+    train = combine(args.train_sources)
+    if args.max_documents is not None:
+        train = train.select(range(min(args.max_documents, len(train))))
+    if args.validation_sources:
+        splits = datasets.DatasetDict(train=train, validation=combine(args.validation_sources))
+    elif args.validation_split_size > 0:
+        held_out = train.train_test_split(test_size=args.validation_split_size, seed=args.seed, shuffle=True)
+        splits = datasets.DatasetDict(train=held_out["train"], validation=held_out["test"])
+    else:
+        splits = datasets.DatasetDict(train=train)
+
+    stats = {}
+    for name, ds in list(splits.items()):
+        kept = ds.filter(_is_nonempty, batched=True, desc=f"skip empty documents ({name})")
+        stats[name] = CorpusStats(documents=len(kept), empty_documents_skipped=len(ds) - len(kept))
+        splits[name] = kept
+    return splits, stats
+
+
+def is_cjk(char: str) -> bool:
+    return "\u4e00" <= char <= "\u9fff" or "\u3400" <= char <= "\u4dbf" or "\uf900" <= char <= "\ufaff"
+
+
+def script_language(text: str) -> str:
+    """'zh' when most letters are CJK ideographs, else 'en'. A script test, not language ID (that is data_prep's)."""
+    letters = [c for c in text if unicodedata.category(c).startswith("L")]
+    if not letters:
+        return "en"
+    return "zh" if sum(map(is_cjk, letters)) / len(letters) > 0.5 else "en"
