@@ -10,20 +10,22 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-requirements
 
-# DATA_DIR: the shipped sample data; point it at your own corpus. OUT: every stage writes below it.
+# DATA_DIR: the shipped sample data that recipes reach as ${DATA_DIR}/...; point it at your own corpus.
 DATA_DIR ?= ../shared/data
-OUT ?= outputs
 # NPROC: processes for `accelerate launch` stages; NUM_GPUS: GPUs per node for model-info planning.
 NPROC ?= 1
 NUM_GPUS ?= 8
 PYTEST_ARGS ?=
 
-export DATA_DIR OUT
+# ARGS: extra CLI overrides for a stage, e.g. make pack ARGS="--block_size 256"
+ARGS ?=
 
-.PHONY: help install test test-fast demo clean model-info
+export DATA_DIR
+
+.PHONY: help install test test-fast demo clean model-info tokenizer pack
 
 help: ## list the targets
-	@echo "usage: make <target> [CONFIG=path.yaml] [NPROC=n] [DATA_DIR=dir] [OUT=dir]"
+	@echo "usage: make <target> [CONFIG=path.yaml] [ARGS='--key value ...'] [NPROC=n] [DATA_DIR=dir]"
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 # Re-runs only when requirements.txt changed since the last successful install.
@@ -45,10 +47,19 @@ test-fast: install ## run the quick tests (skips those marked slow)
 model-info: install ## params, FLOPs/token and ZeRO-3 memory of a preset (CONFIG=configs/model/7b.yaml NUM_GPUS=8)
 	$(PY) -m llm_recipes.model_info --config $(or $(CONFIG),configs/model/7b.yaml) --num_gpus $(NUM_GPUS)
 
-demo: install ## run the whole pipeline on the tiny preset and the shipped data
-	$(PY) -m llm_recipes.model_info --config configs/model/tiny.yaml --num_gpus 1
-	$(PY) -m llm_recipes.model_info --config configs/model/7b.yaml --num_gpus 8
+tokenizer: install ## train the byte-level BPE tokenizer + report (CONFIG=configs/tokenizer/tiny.yaml)
+	$(PY) recipes/train_tokenizer.py --config $(or $(CONFIG),configs/tokenizer/tiny.yaml) $(ARGS)
 
-clean: ## remove outputs and caches (keeps .venv; `rm -rf .venv` for a full reset)
-	rm -rf $(OUT) .pytest_cache
+pack: install ## tokenize + pack the corpus into fixed-length blocks (CONFIG=configs/pack/tiny.yaml)
+	$(PY) recipes/pack.py --config $(or $(CONFIG),configs/pack/tiny.yaml) $(ARGS)
+
+# The demo names its configs itself, so a CONFIG= meant for one stage cannot leak into the others.
+demo: install ## run the whole pipeline on the tiny preset and the shipped data (outputs/tiny/)
+	$(PY) -m llm_recipes.model_info --config configs/model/7b.yaml --num_gpus 8
+	$(PY) recipes/train_tokenizer.py --config configs/tokenizer/tiny.yaml
+	$(PY) recipes/pack.py --config configs/pack/tiny.yaml
+	$(PY) -m llm_recipes.model_info --config configs/model/tiny.yaml --tokenizer_name_or_path outputs/tiny/tokenizer --num_gpus 1 --seq_len 128
+
+clean: ## remove outputs/ and caches (keeps .venv; `rm -rf .venv` for a full reset)
+	rm -rf outputs .pytest_cache
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +

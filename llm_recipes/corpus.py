@@ -8,6 +8,7 @@ UTF-8 or a JSONL line that does not parse stops the run with the file and line, 
 from __future__ import annotations
 
 import glob
+import inspect
 import json
 import os
 import unicodedata
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import datasets
+from datasets.fingerprint import Hasher
 
 from llm_recipes.config import ConfigError
 from llm_recipes.run_info import REPO_ROOT
@@ -153,7 +155,13 @@ def load_source(source: TextSource) -> datasets.Dataset:
         )
     ds = ds.select_columns([source.text_column])
     if source.text_column != "text" or ds.features["text"].dtype != "string":
-        ds = ds.map(_to_text, fn_kwargs={"column": source.text_column}, remove_columns=ds.column_names, desc="text")
+        ds = ds.map(
+            _to_text,
+            fn_kwargs={"column": source.text_column},
+            remove_columns=ds.column_names,
+            new_fingerprint=step_fingerprint(ds, _to_text, source.text_column),
+            desc="text",
+        )
     return ds
 
 
@@ -190,10 +198,24 @@ def load_corpus(args: CorpusArguments) -> tuple[datasets.DatasetDict, dict[str, 
 
     stats = {}
     for name, ds in list(splits.items()):
-        kept = ds.filter(_is_nonempty, batched=True, desc=f"skip empty documents ({name})")
+        kept = ds.filter(
+            _is_nonempty,
+            batched=True,
+            new_fingerprint=step_fingerprint(ds, _is_nonempty),
+            desc=f"skip empty documents ({name})",
+        )
         stats[name] = CorpusStats(documents=len(kept), empty_documents_skipped=len(ds) - len(kept))
         splits[name] = kept
     return splits, stats
+
+
+def step_fingerprint(ds: datasets.Dataset, fn, *params) -> str:
+    """Cache key of a map step: input fingerprint + the step's source code + its parameters.
+
+    `datasets` pickles a module-level function by reference, so its own fingerprint would not change when the code
+    (or a flag the code sets on the tokenizer) changes, and a stale cache would be reused.
+    """
+    return Hasher.hash([ds._fingerprint, inspect.getsource(fn), *map(str, params)])
 
 
 def is_cjk(char: str) -> bool:

@@ -11,35 +11,45 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 from transformers import PreTrainedTokenizerFast
+
+from llm_recipes.corpus import step_fingerprint
 
 TOKEN_FEATURES = datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int32"))})
 
 
-def _encode(batch: dict, tokenizer: PreTrainedTokenizerFast) -> dict:
+def _encode(batch: pa.Table, tokenizer: PreTrainedTokenizerFast) -> pa.Table:
     backend = tokenizer.backend_tokenizer
     # Corpus text that happens to contain "</s>" or "<|im_start|>" stays text: only EOS below is a special token.
     # Set here, not once outside: the flag is lost when the tokenizer is pickled to the map workers.
     backend.encode_special_tokens = True
     # The backend's batch encoder: no offsets or attention masks to build, so it runs at the raw tokenizers speed.
-    encodings = backend.encode_batch_fast(batch["text"], add_special_tokens=False)
-    eos = tokenizer.eos_token_id
-    return {"input_ids": [np.append(np.asarray(e.ids, dtype=np.int32), np.int32(eos)) for e in encodings]}
+    encodings = backend.encode_batch_fast(batch.column("text").to_pylist(), add_special_tokens=False)
+    eos = [tokenizer.eos_token_id]
+    # Straight to Arrow (one flat array + offsets): per-document Python/NumPy objects cost more than the encoding.
+    ids = [e.ids + eos for e in encodings]
+    offsets = np.zeros(len(ids) + 1, dtype=np.int32)
+    np.cumsum([len(x) for x in ids], out=offsets[1:])
+    values = pa.array(itertools.chain.from_iterable(ids), type=pa.int32(), size=int(offsets[-1]))
+    return pa.table({"input_ids": pa.ListArray.from_arrays(pa.array(offsets), values)})
 
 
-def _pack(batch: dict, block_size: int) -> dict:
-    stream = np.concatenate([np.asarray(ids, dtype=np.int32) for ids in batch["input_ids"]]) if batch["input_ids"] else []
+def _pack(batch: pa.Table, block_size: int) -> pa.Table:
+    stream = pc.list_flatten(batch.column("input_ids")).to_numpy()
     n_blocks = len(stream) // block_size
-    return {"input_ids": list(np.asarray(stream[: n_blocks * block_size]).reshape(n_blocks, block_size))}
+    offsets = pa.array(np.arange(n_blocks + 1, dtype=np.int32) * block_size)
+    return pa.table({"input_ids": pa.ListArray.from_arrays(offsets, pa.array(stream[: n_blocks * block_size]))})
 
 
 def tokenize(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerFast, batch_size: int, num_proc: int | None, desc: str):
     tokenizer = copy.deepcopy(tokenizer)  # _encode changes a flag on it; the caller's copy stays as it was
-    return ds.map(
+    return ds.with_format("arrow").map(
         _encode,
         batched=True,
         batch_size=batch_size,
@@ -47,20 +57,22 @@ def tokenize(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerFast, batch_siz
         remove_columns=ds.column_names,
         features=TOKEN_FEATURES,
         fn_kwargs={"tokenizer": tokenizer},
+        new_fingerprint=step_fingerprint(ds, _encode, tokenizer_fingerprint(tokenizer), batch_size),
         desc=f"tokenize {desc}",
-    )
+    ).with_format(None)
 
 
 def pack(tokens: datasets.Dataset, block_size: int, batch_size: int, num_proc: int | None, desc: str):
-    return tokens.map(
+    return tokens.with_format("arrow").map(
         _pack,
         batched=True,
         batch_size=batch_size,
         num_proc=num_proc,
         features=TOKEN_FEATURES,
         fn_kwargs={"block_size": block_size},
+        new_fingerprint=step_fingerprint(tokens, _pack, block_size, batch_size),
         desc=f"pack {desc} into {block_size}-token blocks",
-    )
+    ).with_format(None)
 
 
 def count_tokens(ds: datasets.Dataset) -> int:

@@ -1,6 +1,7 @@
 """Shared test fixtures. Tests run on the real data in DATA_DIR (default ../shared/data), never on Hub downloads."""
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,32 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+def load_recipe(name: str):
+    """Import recipes/<name>.py as a module (recipes are scripts, not a package) to call its main(argv)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO_ROOT / "recipes" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_recipe_error(name: str, argv: list[str], capsys) -> str:
+    """Run a recipe that must refuse its input: returns stderr, asserts the usage-error exit code 2."""
+    with pytest.raises(SystemExit) as exc:
+        load_recipe(name).main(argv)
+    assert exc.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory) -> Path:
+    """The tiny demo tokenizer (configs/tokenizer/tiny.yaml, vocab 2048 to be quick), trained once per session."""
+    out = tmp_path_factory.mktemp("tok") / "tokenizer"
+    load_recipe("train_tokenizer").main(
+        ["--config", str(REPO_ROOT / "configs/tokenizer/tiny.yaml"), "--output_dir", str(out), "--vocab_size", "2048"]
+    )
+    return out

@@ -1,0 +1,124 @@
+import json
+
+import datasets
+import numpy as np
+import pytest
+from transformers import AutoTokenizer
+
+from conftest import load_recipe, run_recipe_error
+
+
+def write_jsonl(path, texts):
+    path.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def real_docs(data_dir):
+    """Real English and Chinese documents, with empty and whitespace-only ones mixed in."""
+    en = [l for l in (data_dir / "wikitext2/test.txt").read_text(encoding="utf-8").splitlines() if l.strip()][:300]
+    reviews = (data_dir / "chnsenticorp/ChnSentiCorp_htl_all.csv").read_text(encoding="utf-8").splitlines()[1:301]
+    zh = [r.split(",", 1)[1] for r in reviews]
+    docs = [d for pair in zip(en, zh) for d in pair]
+    docs[5:5] = ["", "   ", "\n\t\n"]  # 3 empty documents, to be skipped and counted
+    docs.append("a document that mentions </s> and <|im_start|> and <pad> as plain text")
+    return docs
+
+
+def encode_as_text(tok, text):
+    return tok(text, add_special_tokens=False, split_special_tokens=True).input_ids
+
+
+def pack(tmp_path, corpus, tokenizer_dir, *extra, name="packed"):
+    out = tmp_path / name
+    summary = load_recipe("pack").main(
+        ["--train_sources", str(corpus), "--tokenizer_name_or_path", str(tokenizer_dir), "--output_dir", str(out),
+         "--block_size", "64", "--validation_split_size", "0.1", "--num_proc", "2", *extra]
+    )
+    return out, summary
+
+
+def test_conservation_and_no_padding(tmp_path, real_docs, tiny_tokenizer_dir):
+    corpus = write_jsonl(tmp_path / "docs.jsonl", real_docs)
+    out, summary = pack(tmp_path, corpus, tiny_tokenizer_dir, "--pack_batch_size", "50")
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    on_disk = datasets.load_from_disk(str(out))
+    assert json.loads((out / "stats.json").read_text()) == summary
+    train, val = summary["splits"]["train"], summary["splits"]["validation"]
+    assert train["empty_documents_skipped"] + val["empty_documents_skipped"] == 3
+    assert train["documents"] + val["documents"] == len(real_docs) - 3
+    total_tokens = 0
+    for name, s in summary["splits"].items():
+        blocks = np.array(on_disk[name]["input_ids"])
+        assert blocks.shape == (s["blocks"], 64)
+        assert s["tokens"] == s["blocks"] * 64 + s["dropped_tail_tokens"]
+        assert 0 <= s["dropped_tail_tokens"] < 64 * -(-s["documents"] // 50)  # < one block per packing group
+        assert s["real_token_share"] == 1.0 and not (blocks == tok.pad_token_id).any()
+        total_tokens += s["tokens"]
+    # independent count: each non-empty document encoded alone (special-token look-alikes as text), plus its EOS
+    expected = sum(len(encode_as_text(tok, d)) + 1 for d in real_docs if d.strip())
+    assert total_tokens == expected
+    # the special-token look-alike in the text stayed text: EOS appears once per document, never more
+    eos_count = sum(int((np.array(on_disk[n]["input_ids"]) == tok.eos_token_id).sum()) for n in on_disk)
+    assert eos_count <= train["documents"] + val["documents"]  # exact stream check: next test
+
+
+def test_one_group_blocks_are_the_document_stream(tmp_path, real_docs, tiny_tokenizer_dir):
+    corpus = write_jsonl(tmp_path / "docs.jsonl", real_docs)
+    out, summary = pack(tmp_path, corpus, tiny_tokenizer_dir, "--pack_batch_size", "100000", "--validation_split_size", "0",
+                        "--num_proc", "1")  # one process, one group: blocks are a prefix of the stream
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    stream = [i for d in real_docs if d.strip() for i in encode_as_text(tok, d) + [tok.eos_token_id]]
+    blocks = datasets.load_from_disk(str(out))["train"]["input_ids"]
+    flat = [i for b in blocks for i in b]
+    assert flat == stream[: len(flat)] and len(stream) - len(flat) == summary["splits"]["train"]["dropped_tail_tokens"]
+    decoded = tok.decode(stream)
+    assert "</s> and <|im_start|> and <pad> as plain text</s>" in decoded
+
+
+def test_rerun_reuses_cache_and_is_byte_identical(tmp_path, real_docs, tiny_tokenizer_dir):
+    corpus = write_jsonl(tmp_path / "docs.jsonl", real_docs)
+    a, sa = pack(tmp_path, corpus, tiny_tokenizer_dir, name="a")
+    b, sb = pack(tmp_path, corpus, tiny_tokenizer_dir, name="b")
+    assert sa == sb
+    for split in ("train", "validation"):
+        files = sorted(p.name for p in (a / split).iterdir())
+        assert files == sorted(p.name for p in (b / split).iterdir())
+        for name in files:
+            assert (a / split / name).read_bytes() == (b / split / name).read_bytes(), f"{split}/{name} differs"
+    # and the cache key follows the parameters
+    _, sc = pack(tmp_path, corpus, tiny_tokenizer_dir, "--block_size", "32", name="c")
+    assert sc["splits"]["train"]["fingerprint"] != sa["splits"]["train"]["fingerprint"]
+
+
+def test_bad_jsonl_line_names_file_and_line(tmp_path, tiny_tokenizer_dir, capsys):
+    corpus = tmp_path / "bad.jsonl"
+    corpus.write_text('{"text": "fine"}\n{"text": "also fine"}\n{"text": broken\n', encoding="utf-8")
+    err = run_recipe_error("pack", ["--train_sources", str(corpus), "--tokenizer_name_or_path", str(tiny_tokenizer_dir),
+                                    "--output_dir", str(tmp_path / "out")], capsys)
+    assert f"{corpus}, line 3" in err and "invalid JSON" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_utf8_file_names_file_and_line(tmp_path, tiny_tokenizer_dir, capsys):
+    corpus = tmp_path / "latin1.txt"
+    corpus.write_bytes("first line\nsecond line\ncaf\u00e9 in latin-1\n".encode("latin-1"))
+    err = run_recipe_error("pack", ["--train_sources", str(corpus), "--tokenizer_name_or_path", str(tiny_tokenizer_dir),
+                                    "--output_dir", str(tmp_path / "out")], capsys)
+    assert f"{corpus}, line 3" in err and "not UTF-8" in err
+
+
+@pytest.mark.parametrize(
+    "yaml_sources,message",
+    [
+        ('[{path: "/nonexistent/corpus.jsonl"}]', "source not found"),
+        ('[{path: "${DATA_DIR}/c4_demo/c4_demo.jsonl", column: text}]', "unknown key"),
+        ('[{path: "${DATA_DIR}/c4_demo/c4_demo.jsonl", text_column: body}]', "no column 'body'"),
+    ],
+)
+def test_bad_source_config(tmp_path, tiny_tokenizer_dir, capsys, yaml_sources, message):
+    cfg = tmp_path / "pack.yaml"
+    cfg.write_text(f"train_sources: {yaml_sources}\ntokenizer_name_or_path: {tiny_tokenizer_dir}\n"
+                   f"output_dir: {tmp_path / 'out'}\n")
+    err = run_recipe_error("pack", ["--config", str(cfg)], capsys)
+    assert message in err
