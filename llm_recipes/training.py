@@ -1,0 +1,157 @@
+"""Training glue on top of `transformers.Trainer`: throughput/MFU logging, a nanoGPT-style console line, checkpoints
+that are only trusted once complete, and resume from the newest complete one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import re
+import time
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import ProgressCallback
+
+from llm_recipes.atomic import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_COMPLETE = "checkpoint_complete"  # written last, after every rank finished writing the checkpoint
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+# Dense bf16 peak TFLOPS per device (vendor data sheets), for MFU; override with peak_tflops_per_device.
+PEAK_BF16_TFLOPS = {"H200": 989.4, "H100 PCIe": 756.0, "H100": 989.4, "A100": 312.0, "L40S": 362.0, "L4": 121.0}
+
+
+def detect_peak_tflops() -> float | None:
+    if not torch.cuda.is_available():
+        return None  # no honest CPU figure: MFU is reported as n/a unless the YAML states a peak
+    name = torch.cuda.get_device_name()
+    for key, tflops in PEAK_BF16_TFLOPS.items():  # "H100 PCIe" is listed before "H100" on purpose
+        if key in name:
+            return tflops
+    return None
+
+
+class PretrainTrainer(Trainer):
+    """`Trainer` that adds tokens/s, tokens seen, MFU and perplexity to every log, and can log the data order."""
+
+    def __init__(self, *args, tokens_per_step: int, flops_per_token: int, peak_tflops: float | None,
+                 log_data_order: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tokens_per_step = tokens_per_step
+        self.flops_per_token = flops_per_token
+        self.peak_tflops = peak_tflops
+        self.log_data_order = log_data_order
+        self._clock: tuple[float, int] | None = None
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self._clock is None:
+            self._clock = (time.perf_counter(), self.state.global_step)
+        if self.log_data_order:
+            self._record_batch(inputs["input_ids"])
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def _record_batch(self, input_ids: torch.Tensor) -> None:
+        """One line per micro-batch: optimizer step, rank, hash of the token ids (checks sharding and resume order)."""
+        digest = hashlib.sha1(input_ids.detach().cpu().numpy().tobytes()).hexdigest()[:16]
+        path = Path(self.args.output_dir) / "data_order" / f"rank{self.args.process_index}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(f"{self.state.global_step} {digest}\n")
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._clock is not None:
+            now, step = time.perf_counter(), self.state.global_step
+            since, since_step = self._clock
+            self._clock = (now, step)
+            if step > since_step:
+                tokens_per_s = (step - since_step) * self.tokens_per_step / (now - since)
+                logs["tokens_per_second"] = round(tokens_per_s, 1)
+                if self.peak_tflops:
+                    achieved = self.flops_per_token * tokens_per_s / self.args.world_size
+                    logs["mfu"] = round(achieved / (self.peak_tflops * 1e12), 4)
+            logs["tokens_seen"] = step * self.tokens_per_step
+        if "eval_loss" in logs:
+            logs["eval_perplexity"] = round(math.exp(min(logs["eval_loss"], 50.0)), 4)
+        super().log(logs, start_time)
+
+
+def _fmt_count(n: float) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+class ConsoleProgressCallback(ProgressCallback):
+    """The progress bar (with ETA) plus one readable line per log step, as nanoGPT prints, instead of a dict."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or self.training_bar is None or not logs:
+            return
+        step = f"step {state.global_step}/{state.max_steps}"
+        if "loss" in logs:
+            mfu = f"{logs['mfu']:.1%}" if "mfu" in logs else "n/a"
+            parts = [
+                step,
+                f"loss {logs['loss']:.4f}",
+                f"lr {logs.get('learning_rate', 0):.2e}",
+                f"grad {logs.get('grad_norm', float('nan')):.3f}",
+                f"{_fmt_count(logs.get('tokens_per_second', 0))} tok/s",
+                f"MFU {mfu}",
+                f"seen {_fmt_count(logs.get('tokens_seen', 0))} tok",
+            ]
+        elif "eval_loss" in logs:
+            parts = [step, f"eval loss {logs['eval_loss']:.4f}", f"ppl {logs.get('eval_perplexity', float('nan')):.2f}"]
+        else:
+            parts = [step] + [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items()]
+        self.training_bar.write(" | ".join(parts))
+
+
+class CheckpointCompleteCallback(TrainerCallback):
+    """Marks a checkpoint complete once every rank has written it: a folder cut off mid-write is never resumed."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # DeepSpeed ranks write their own shards
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                atomic_write_text(folder / CHECKPOINT_COMPLETE, f"{state.global_step}\n")
+
+
+def complete_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints in `output_dir`, oldest first; incomplete ones are named in a warning and skipped."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    found = sorted(
+        (int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _CHECKPOINT_RE.match(p.name))
+    )
+    incomplete = [p.name for _, p in found if not (p / CHECKPOINT_COMPLETE).exists()]
+    if incomplete:
+        logger.warning("ignoring incomplete checkpoint(s) in %s: %s", folder, ", ".join(incomplete))
+    return [p for _, p in found if (p / CHECKPOINT_COMPLETE).exists()]
+
+
+def resolve_resume(resume_from_checkpoint: str | None, output_dir: str) -> str | None:
+    """`latest` (or `auto`) -> newest complete checkpoint in output_dir, or None to start fresh; a path is kept."""
+    if resume_from_checkpoint in (None, "", "false", "False", "none", "None"):
+        return None
+    if resume_from_checkpoint in ("latest", "auto", "true", "True"):
+        checkpoints = complete_checkpoints(output_dir)
+        if not checkpoints:
+            logger.info("no complete checkpoint in %s: starting from scratch", output_dir)
+            return None
+        return str(checkpoints[-1])
+    path = Path(resume_from_checkpoint)
+    if not path.is_dir():
+        raise FileNotFoundError(f"resume_from_checkpoint: no such folder {path}")
+    if not (path / CHECKPOINT_COMPLETE).exists():
+        raise FileNotFoundError(f"resume_from_checkpoint: {path} is incomplete (no {CHECKPOINT_COMPLETE} marker)")
+    return str(path)

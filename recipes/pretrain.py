@@ -1,0 +1,252 @@
+"""Pretrain a LLaMA-style model from scratch on packed blocks.
+
+    accelerate launch --config_file launch/accelerate/zero3.yaml recipes/pretrain.py \
+        --config configs/pretrain/tiny.yaml [--learning_rate 1e-3 ...]
+    python recipes/pretrain.py --config configs/pretrain/tiny.yaml --dry_run   # plan: params, FLOPs, memory, steps
+
+Model preset (configs/model/) + tokenizer -> random-init LlamaForCausalLM (inside DeepSpeed's zero.Init under ZeRO-3,
+so a 7B model never exists whole on one rank) -> memory-mapped packed dataset (recipes/pack.py) -> transformers.Trainer
+-> consolidated safetensors in output_dir. Checkpoints every save_steps; `--resume_from_checkpoint latest` continues
+from the newest complete one with the same data order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import pyarrow.compute as pc
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    DataCollatorForLanguageModeling,
+    TrainingArguments,
+    set_seed,
+)
+from transformers.trainer_callback import ProgressCallback
+
+from llm_recipes.config import ConfigError, RecipeParser
+from llm_recipes.distributed import use_gloo_without_gpu
+from llm_recipes.model import (
+    ModelArguments,
+    build_llama_config,
+    count_parameters,
+    meta_model,
+    training_flops_per_token,
+    zero3_memory_estimates,
+)
+from llm_recipes.packing import tokenizer_fingerprint
+from llm_recipes.run_info import write_run_info
+from llm_recipes.training import (
+    CheckpointCompleteCallback,
+    ConsoleProgressCallback,
+    PretrainTrainer,
+    detect_peak_tflops,
+    resolve_resume,
+)
+
+logger = logging.getLogger("pretrain")
+# DeepSpeed calls torch.distributed's old collective names once per step; the deprecation notice drowns the log.
+warnings.filterwarnings("ignore", message=r".*(all_gather_into_tensor|reduce_scatter_tensor).*", category=FutureWarning)
+
+
+@dataclass
+class DataArguments:
+    dataset_path: str = field(metadata={"help": "Packed dataset folder written by recipes/pack.py (make pack)."})
+    tokenizer_name_or_path: str | None = field(
+        default=None, metadata={"help": "Tokenizer folder; default: the one the packed dataset was made with."}
+    )
+    attn_implementation: str = field(
+        default="auto", metadata={"help": "auto (flash_attention_2 when installed on a GPU, else sdpa), sdpa, eager."}
+    )
+
+
+@dataclass
+class PretrainConfig(TrainingArguments):
+    max_tokens: int | None = field(
+        default=None, metadata={"help": "Token budget; sets max_steps = ceil(max_tokens / tokens per step)."}
+    )
+    peak_tflops_per_device: float | None = field(
+        default=None, metadata={"help": "Peak TFLOPS of one device for MFU; auto-detected on known GPUs, n/a on CPU."}
+    )
+    dry_run: bool = field(
+        default=False, metadata={"help": "Print params, FLOPs/token, ZeRO-3 memory and the step/token plan, then exit."}
+    )
+    log_data_order: bool = field(
+        default=False, metadata={"help": "Write a hash of every micro-batch per rank to output_dir/data_order/."}
+    )
+
+    def __post_init__(self):
+        use_gloo_without_gpu(self)
+        if self.bf16 and not torch.cuda.is_available():
+            logger.warning("bf16 requested but no GPU: training in fp32")
+            self.bf16 = False
+        super().__post_init__()
+
+
+def make_parser() -> RecipeParser:
+    return RecipeParser((ModelArguments, DataArguments, PretrainConfig))
+
+
+def load_packed(data_args: DataArguments) -> tuple[datasets.DatasetDict, dict]:
+    path = Path(data_args.dataset_path)
+    if not (path / "dataset_dict.json").exists() or not (path / "stats.json").exists():
+        raise ConfigError(f"dataset_path {path}: not a packed dataset (run `make pack` first)")
+    return datasets.load_from_disk(str(path)), json.loads((path / "stats.json").read_text())
+
+
+def check_compatible(packed, stats: dict, tokenizer, config) -> None:
+    """Refuse data the model cannot train on, before any compute."""
+    packed_with = stats["tokenizer"]
+    if packed_with["sha256"] != tokenizer_fingerprint(tokenizer):
+        raise ConfigError(
+            f"vocab mismatch: the data was packed with tokenizer {packed_with['name_or_path']} "
+            f"({packed_with['vocab_size']} tokens), not with the given tokenizer ({len(tokenizer)} tokens)"
+        )
+    block_size = stats["splits"]["train"]["block_size"]
+    if block_size > config.max_position_embeddings:
+        raise ConfigError(
+            f"block_size {block_size} of the packed data exceeds the model's max_position_embeddings "
+            f"{config.max_position_embeddings}: repack with a smaller block_size or raise max_position_embeddings"
+        )
+    max_id = max(pc.max(pc.list_flatten(ds.data.column("input_ids"))).as_py() or 0 for ds in packed.values())
+    if max_id >= config.vocab_size:
+        raise ConfigError(f"the packed data holds token id {max_id}, beyond the model's vocab_size {config.vocab_size}")
+
+
+def attention_implementation(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        return "sdpa"
+    return "flash_attention_2" if torch.cuda.is_available() else "sdpa"
+
+
+def plan(args: PretrainConfig, stats: dict, config) -> dict:
+    block_size = stats["splits"]["train"]["block_size"]
+    tokens_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size * block_size
+    if args.max_tokens:
+        max_steps = math.ceil(args.max_tokens / tokens_per_step)
+    elif args.max_steps > 0:
+        max_steps = args.max_steps
+    else:
+        blocks_per_step = tokens_per_step // block_size
+        max_steps = math.ceil(args.num_train_epochs * stats["splits"]["train"]["blocks"] / blocks_per_step)
+    params = count_parameters(meta_model(config))
+    return {
+        "params": params,
+        "block_size": block_size,
+        "tokens_per_step": tokens_per_step,
+        "max_steps": max_steps,
+        "tokens": max_steps * tokens_per_step,
+        "epochs": max_steps * tokens_per_step / max(stats["splits"]["train"]["packed_tokens"], 1),
+        "flops_per_token": training_flops_per_token(config, params.total, block_size),
+    }
+
+
+def print_plan(p: dict, world_size: int) -> None:
+    gib = 2**30
+    print(f"parameters:        {p['params'].total:,} ({p['params'].non_embedding:,} non-embedding)")
+    print(f"train FLOPs/token: {p['flops_per_token']:,} (6N + 12*L*H*T, T={p['block_size']})")
+    print(f"plan:              {p['max_steps']:,} steps x {p['tokens_per_step']:,} tokens = {p['tokens']:,} tokens "
+          f"({p['epochs']:.2f} epochs of the packed data), {p['flops_per_token'] * p['tokens']:.3e} FLOPs")
+    print(f"ZeRO-3 model states on {world_size} process(es) (DeepSpeed estimator; activations on top):")
+    for row in zero3_memory_estimates(p["params"], world_size):
+        offload = "optimizer+params->CPU" if row["offload_params"] else "optimizer->CPU" if row["offload_optimizer"] else "none"
+        print(f"  {row['per_gpu_bytes'] / gib:8.2f} GiB/GPU  {row['per_cpu_node_bytes'] / gib:8.2f} GiB CPU  offload {offload}")
+
+
+def save_final(trainer: PretrainTrainer, output_dir: str) -> None:
+    """Consolidated weights (ZeRO-3 gathers them: zero3_save_16bit_model) + tokenizer, swapped in file by file."""
+    staging = Path(output_dir) / ".final-staging"
+    # Training ran without a KV cache; the saved model is for inference, where the cache is what makes generate fast.
+    trainer.model.config.use_cache = True
+    trainer.model.generation_config.use_cache = True
+    trainer.save_model(str(staging))  # every rank takes part in the ZeRO-3 gather
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        for item in staging.iterdir():
+            os.replace(item, Path(output_dir) / item.name)
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    parser = make_parser()
+    model_args, data_args, args = parser.parse(argv)
+    try:
+        packed, stats = load_packed(data_args)
+        tokenizer = AutoTokenizer.from_pretrained(data_args.tokenizer_name_or_path or stats["tokenizer"]["name_or_path"])
+        config = build_llama_config(model_args, tokenizer=tokenizer, use_cache=False)  # no KV cache in training
+        check_compatible(packed, stats, tokenizer, config)
+        resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+    except (ConfigError, OSError) as e:
+        parser.error(str(e))
+
+    p = plan(args, stats, config)
+    if args.dry_run:
+        print_plan(p, args.world_size)
+        return
+    args.max_steps = p["max_steps"]
+
+    set_seed(args.seed)
+    # Built after the TrainingArguments: under ZeRO-3 they have registered DeepSpeed's config, so from_config runs
+    # inside zero.Init and every rank only ever allocates its own shard.
+    model = AutoModelForCausalLM.from_config(config, attn_implementation=attention_implementation(data_args.attn_implementation))
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if args.activation_checkpointing:
+        model.config.use_cache = False
+    log_partition(model, args)
+
+    trainer = PretrainTrainer(
+        model=model,
+        args=args,
+        train_dataset=packed["train"],
+        eval_dataset=packed["validation"] if "validation" in packed and len(packed["validation"]) else None,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),  # labels = input_ids (shifted in the loss)
+        processing_class=tokenizer,
+        callbacks=[CheckpointCompleteCallback()],
+        tokens_per_step=p["tokens_per_step"],
+        flops_per_token=p["flops_per_token"],
+        peak_tflops=args.peak_tflops_per_device or detect_peak_tflops(),
+        log_data_order=args.log_data_order,
+    )
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(ConsoleProgressCallback)
+    if trainer.is_world_process_zero():
+        write_run_info(args.output_dir, model_args, data_args, args, recipe="pretrain")
+        print_plan(p, args.world_size)
+    trainer.train(resume_from_checkpoint=resume)
+    evaluated_last_step = args.eval_strategy == "steps" and args.max_steps % int(args.eval_steps or 1) == 0
+    if trainer.eval_dataset is not None and not evaluated_last_step:
+        trainer.evaluate()
+    save_final(trainer, args.output_dir)
+    if trainer.is_world_process_zero():
+        logger.info("model saved to %s", args.output_dir)
+
+
+def log_partition(model, args) -> None:
+    """Under ZeRO-3, say how much of the model this rank holds (each rank should hold about 1/world_size)."""
+    params = list(model.parameters())
+    if not params or not hasattr(params[0], "ds_tensor"):
+        return
+    held = sum(p.ds_tensor.numel() for p in params)
+    total = sum(p.ds_numel for p in params)
+    print(f"[rank {args.process_index}] ZeRO-3 partition: holds {held:,} of {total:,} parameter elements "
+          f"({held / total:.1%})", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
