@@ -1,0 +1,116 @@
+"""The data_prep recipe: sources, steps in order, executor and its size, split sizes, output folder."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llm_recipes.config import ConfigError
+
+from data_prep.sources import SourceSpec, parse_sources
+from data_prep.steps import STEPS, StepParams, parse_step_spec
+
+# Per-document steps run first (any order the YAML gives), then the corpus-wide ones in this fixed order.
+STAGE_ORDER = {"document": 0, "dedup": 1, "split": 2}
+
+
+@dataclass
+class DataPrepArguments:
+    sources: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Sources: list of {path, text_column, sample_by, weight, label, name, split}. path is a local "
+                  "file / folder / glob (.jsonl .txt .html .json .csv .tsv .parquet; ${DATA_DIR} expands) or a Hub "
+                  "dataset. weight repeats (2.0) or subsamples (0.5) a source's train documents."},
+    )
+    steps: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Steps in order: list of {step: name, <parameter>: value}. `python -m data_prep --list_steps` "
+                  "prints every step with its parameters and their published defaults."},
+    )
+    output_dir: str = field(default="outputs/data/tiny", metadata={"help": "Final folder: train/ validation/ test/ "
+                            "JSONL shards with a `text` column, report.json, report.md, length_histogram.png."})
+    work_dir: str | None = field(
+        default=None,
+        metadata={"help": "Intermediate files and datatrove logs (default <output_dir>_work). Kept between runs so a "
+                  "rerun skips completed tasks; wiped when the config or the source files change."},
+    )
+    executor: str = field(
+        default="local", metadata={"help": "local (datatrove LocalPipelineExecutor), ray or slurm.", "choices": ["local", "ray", "slurm"]}
+    )
+    tasks: int = field(default=2, metadata={"help": "Shards of the data (datatrove tasks) for the per-document stages."})
+    workers: int = field(default=-1, metadata={"help": "Tasks run at once (-1 = all tasks at once)."})
+    validation_size: float = field(default=0.05, metadata={"help": "Share of documents in validation (by text hash)."})
+    test_size: float = field(default=0.05, metadata={"help": "Share of documents in test (by text hash)."})
+    seed: int = field(default=42, metadata={"help": "Seed of the split, the source-weight sampling and augmentation."})
+    write_dropped: bool = field(
+        default=False, metadata={"help": "Also write every dropped document with its step and reason to dropped/."}
+    )
+    ray_address: str | None = field(
+        default=None, metadata={"help": "executor ray: cluster address for ray.init (None: the running or a local one)."}
+    )
+    ray_cpus_per_task: int = field(default=1, metadata={"help": "executor ray: CPUs reserved per task."})
+    slurm_partition: str | None = field(default=None, metadata={"help": "executor slurm: partition (required)."})
+    slurm_time: str = field(default="04:00:00", metadata={"help": "executor slurm: time limit per job array task."})
+    slurm_cpus_per_task: int = field(default=1, metadata={"help": "executor slurm: CPUs per task."})
+    slurm_mem_per_cpu_gb: int = field(default=2, metadata={"help": "executor slurm: memory per CPU in GB."})
+    slurm_venv_path: str | None = field(
+        default=None, metadata={"help": "executor slurm: virtualenv activated in each job (e.g. .venv/bin/activate)."}
+    )
+    slurm_qos: str = field(default="normal", metadata={"help": "executor slurm: quality of service."})
+
+    # Parsed forms of `sources` and `steps` (not config keys).
+    parsed_sources: list[SourceSpec] = field(init=False, repr=False)
+    parsed_steps: list[tuple[str, StepParams]] = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.parsed_sources = parse_sources(self.sources)
+        if not self.parsed_sources:
+            raise ConfigError("sources is empty: list at least one source")
+        for source in self.parsed_sources:
+            source.files()  # missing or unreadable paths fail here, before any work
+        self.parsed_steps = []
+        last_stage = 0
+        for i, spec in enumerate(self.steps):
+            params = parse_step_spec(i, spec)
+            name = spec if isinstance(spec, str) else spec["step"]
+            stage = getattr(STEPS[name], "stage", "document")
+            if STAGE_ORDER[stage] < last_stage:
+                raise ConfigError(f"steps[{i}] ({name}): per-document steps come first, then dedup_exact / "
+                                  "dedup_minhash, then augment")
+            last_stage = STAGE_ORDER[stage]
+            if any(n == name for n, _ in self.parsed_steps):
+                raise ConfigError(f"steps[{i}]: step '{name}' is listed twice")
+            self.parsed_steps.append((name, params))
+        if self.tasks < 1:
+            raise ConfigError(f"tasks must be >= 1, got {self.tasks}")
+        if not (0 <= self.validation_size and 0 <= self.test_size and self.validation_size + self.test_size < 1):
+            raise ConfigError("validation_size and test_size must be >= 0 and sum to less than 1")
+        if self.executor == "slurm" and not self.slurm_partition:
+            raise ConfigError("executor slurm needs slurm_partition")
+        if self.work_dir is None:
+            self.work_dir = self.output_dir.rstrip("/") + "_work"
+
+    def enabled(self, stage: str) -> list[tuple[str, StepParams]]:
+        return [(n, p) for n, p in self.parsed_steps if p.enabled and getattr(STEPS[n], "stage", "document") == stage]
+
+    def step_params(self, name: str) -> StepParams | None:
+        return next((p for n, p in self.parsed_steps if n == name and p.enabled), None)
+
+    def data_fingerprint(self) -> dict[str, Any]:
+        """What decides the intermediate files: config minus executor settings, plus each source file's size/mtime."""
+        files = []
+        for s in self.parsed_sources:
+            for p in s.files() or []:
+                st = p.stat()
+                files.append([str(p), st.st_size, st.st_mtime_ns])
+        code = hashlib.sha256()
+        for path in sorted(Path(__file__).parent.rglob("*.py")):  # a code change redoes the work as well
+            code.update(path.read_bytes())
+        return {
+            "code": code.hexdigest(),
+            "sources": self.sources, "steps": self.steps, "tasks": self.tasks, "seed": self.seed,
+            "validation_size": self.validation_size, "test_size": self.test_size,
+            "write_dropped": self.write_dropped, "files": files,
+        }

@@ -1,0 +1,154 @@
+"""Build the datatrove stages from the config and run them on the chosen executor.
+
+Stages (each a datatrove executor; its logs, stats and completion markers live in <work_dir>/logs/<stage>):
+  documents  read sources -> per-document steps -> dedup signatures -> <work_dir>/documents/<rank>.jsonl
+  dedup      one task: duplicate groups -> <work_dir>/dedup/removed.jsonl           (only with a dedup step)
+  output     documents -> drop duplicates -> split, weights, augment -> <work_dir>/splits/<split>/<rank>.jsonl
+  publish    report + copy into output_dir through a staging folder                  (driver; a job under Slurm)
+Local and Ray runs go stage by stage from the driver, which checks that every task of a stage completed before the
+next starts (datatrove's Ray executor would otherwise wait forever on a failed dependency). Slurm gets the chain as
+job arrays linked by afterok dependencies. Completed tasks are skipped on a rerun (datatrove's completion markers).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from loguru import logger
+
+from data_prep.config import DataPrepArguments
+from data_prep.dedup import DedupClusters, DedupDrop, DedupSignatures
+from data_prep.sources import SourceReader
+from data_prep.split import SplitAndWeight, split_writer
+from data_prep.steps import build_step
+
+
+@dataclass
+class Layout:
+    work: Path
+
+    @property
+    def logs(self) -> Path:
+        return self.work / "logs"
+
+    def stage_logs(self, stage: str) -> Path:
+        return self.logs / stage
+
+    documents = property(lambda self: self.work / "documents")
+    signatures = property(lambda self: self.work / "signatures")
+    removed = property(lambda self: self.work / "dedup" / "removed.jsonl")
+    splits = property(lambda self: self.work / "splits")
+    dropped = property(lambda self: self.work / "dropped")
+    bad_records = property(lambda self: self.work / "bad_records")
+
+
+def prepare_work_dir(args: DataPrepArguments) -> Layout:
+    """Reuse the work folder only for the same data config; otherwise start it afresh."""
+    layout = Layout(Path(args.work_dir))
+    stamp = layout.work / "data_fingerprint.json"
+    wanted = json.dumps(args.data_fingerprint(), sort_keys=True, default=str)
+    if layout.work.exists() and (not stamp.exists() or stamp.read_text() != wanted):
+        logger.info(f"{layout.work}: config or sources changed since the last run, starting afresh")
+        shutil.rmtree(layout.work)
+    layout.work.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(wanted)
+    return layout
+
+
+def stage_pipelines(args: DataPrepArguments, layout: Layout) -> dict[str, list]:
+    """The steps of each datatrove stage, in order."""
+    from datatrove.pipeline.readers import JsonlReader
+    from datatrove.pipeline.writers import JsonlWriter
+
+    dropped = str(layout.dropped) if args.write_dropped else None
+    doc_steps = [build_step(i, spec, dropped_folder=dropped, seed=args.seed) for i, spec in enumerate(args.steps)
+                 if getattr_stage(spec) == "document"]
+    exact = args.step_params("dedup_exact") is not None
+    minhash = args.step_params("dedup_minhash")
+    dedup = exact or minhash is not None
+    documents = [SourceReader(args.parsed_sources, str(layout.bad_records)), *[s for s in doc_steps if s is not None]]
+    if dedup:
+        documents.append(DedupSignatures(str(layout.signatures), exact=exact, minhash=minhash))
+    documents.append(JsonlWriter(str(layout.documents), output_filename="${rank}.jsonl", compression=None))
+    output = [JsonlReader(str(layout.documents), glob_pattern="*.jsonl", shuffle_files=False)]
+    if dedup:
+        output.append(DedupDrop(str(layout.removed), dropped_folder=dropped))
+    weights = {s.label: float(s.weight) for s in args.parsed_sources}
+    output += [
+        SplitAndWeight(args.validation_size, args.test_size, weights, args.step_params("augment"), seed=args.seed),
+        split_writer(str(layout.splits)),
+    ]
+    stages = {"documents": documents}
+    if dedup:
+        stages["dedup"] = [DedupClusters(str(layout.signatures), str(layout.removed))]
+    stages["output"] = output
+    return stages
+
+
+def getattr_stage(spec) -> str:
+    from data_prep.steps import STEPS
+
+    name = spec if isinstance(spec, str) else spec["step"]
+    return getattr(STEPS[name], "stage", "document")
+
+
+def stage_tasks(args: DataPrepArguments, stage: str) -> int:
+    return 1 if stage in ("dedup", "publish") else args.tasks
+
+
+def make_executor(args: DataPrepArguments, layout: Layout, stage: str, pipeline: list, depends=None):
+    tasks = stage_tasks(args, stage)
+    workers = min(args.workers, tasks) if args.workers > 0 else -1
+    logs = str(layout.stage_logs(stage))
+    if args.executor == "local":
+        from datatrove.executor import LocalPipelineExecutor
+
+        return LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=logs)
+    if args.executor == "ray":
+        from datatrove.executor import RayPipelineExecutor
+
+        return RayPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=logs,
+                                   cpus_per_task=args.ray_cpus_per_task)
+    from datatrove.executor import SlurmPipelineExecutor
+
+    return SlurmPipelineExecutor(
+        pipeline, tasks=tasks, workers=workers, logging_dir=logs, depends=depends,
+        job_name=f"data_prep_{stage}", partition=args.slurm_partition, time=args.slurm_time,
+        cpus_per_task=args.slurm_cpus_per_task, mem_per_cpu_gb=args.slurm_mem_per_cpu_gb,
+        venv_path=args.slurm_venv_path, qos=args.slurm_qos, slurm_logs_folder=str(layout.logs / "slurm" / stage),
+    )
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+def run_stages(args: DataPrepArguments, layout: Layout) -> None:
+    """Local / Ray: run the stages in order; stop with an error when any task of a stage did not complete."""
+    if args.executor == "ray":
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=args.ray_address, num_cpus=None if args.ray_address else max(args.workers, 1)
+                     if args.workers > 0 else None)
+    for stage, pipeline in stage_pipelines(args, layout).items():
+        executor = make_executor(args, layout, stage, pipeline)
+        executor.run()
+        incomplete = executor.get_incomplete_ranks(range(stage_tasks(args, stage)))
+        if incomplete:
+            raise StageFailed(f"stage {stage}: tasks {incomplete} did not complete; see {layout.stage_logs(stage)}/logs")
+
+
+def submit_slurm(args: DataPrepArguments, layout: Layout):
+    """Slurm: submit the stages as job arrays chained by dependencies, the publish job last. Returns the last executor."""
+    from data_prep.publish import PublishStep
+
+    previous = None
+    for stage, pipeline in stage_pipelines(args, layout).items():
+        previous = make_executor(args, layout, stage, pipeline, depends=previous)
+    publish = make_executor(args, layout, "publish", [PublishStep(args)], depends=previous)
+    publish.run()
+    return publish

@@ -1,0 +1,177 @@
+"""What every data_prep step shares: YAML parameters checked by name and type, and a run loop that counts.
+
+A step sees one document at a time and either keeps it (possibly rewriting its text) or returns the reason it drops
+it. The loop counts documents and characters in and out and every drop by reason (datatrove's stats files, which the
+funnel report adds up), optionally writes dropped documents aside with their reason, and turns a document that a
+cleaning step emptied into a counted drop instead of an empty record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from typing import Any, ClassVar
+
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+
+from llm_recipes.config import ConfigError
+
+STEPS: dict[str, type["DocStep"]] = {}
+
+
+def register(cls):
+    STEPS[cls.step_name] = cls
+    return cls
+
+
+@dataclasses.dataclass
+class StepParams:
+    """Parameters every step accepts."""
+
+    enabled: bool = dataclasses.field(default=True, metadata={"help": "Switch the step off without deleting it."})
+    languages: list[str] | None = dataclasses.field(
+        default=None,
+        metadata={"help": "Apply only to documents whose detected language is in this list (None = all)."},
+    )
+
+
+class DocStep(PipelineStep):
+    """Base of the per-document steps. Subclasses set `step_name`, `Params` and implement `process`."""
+
+    type = "data_prep"
+    step_name: ClassVar[str]
+    Params: ClassVar[type[StepParams]] = StepParams
+
+    def __init__(self, params: StepParams, dropped_folder: str | None = None, seed: int = 0):
+        self.name = params_name = self.step_name
+        super().__init__()
+        self.params = params
+        self.seed = seed
+        self.dropped_folder = dropped_folder
+        self._label = params_name
+
+    def process(self, doc: Document) -> str | None:
+        """Rewrite `doc` in place; return None to keep it or a short reason (snake_case) to drop it."""
+        raise NotImplementedError
+
+    def applies_to(self, doc: Document) -> bool:
+        langs = self.params.languages
+        return langs is None or doc.metadata.get("language") in langs
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        writer = None
+        if self.dropped_folder:
+            from datatrove.pipeline.writers import JsonlWriter
+
+            writer = JsonlWriter(
+                f"{self.dropped_folder}/{self.step_name}", output_filename="${rank}.jsonl", compression=None
+            )
+        try:
+            for doc in data:
+                self.stat_update("docs_in")
+                reason = None
+                if self.applies_to(doc):
+                    with self.track_time():
+                        reason = self.process(doc)
+                    if reason is None and not doc.text.strip():
+                        reason = "empty_after_step"
+                if reason is None:
+                    self.stat_update("docs_out")
+                    self.stat_update("chars_out", value=len(doc.text))
+                    yield doc
+                else:
+                    self.stat_update("dropped", f"dropped_{reason}")
+                    if writer is not None:
+                        doc.metadata["drop_step"] = self.step_name
+                        doc.metadata["drop_reason"] = reason
+                        writer.write(doc, rank)
+        finally:
+            if writer is not None:
+                writer.close()
+
+
+def build_step(index: int, spec: Any, dropped_folder: str | None = None, seed: int = 0) -> DocStep | None:
+    """A step from its YAML mapping `{step: name, param: value, ...}`; None when `enabled: false`."""
+    params = parse_step_spec(index, spec)
+    if not params.enabled:
+        return None
+    name = spec["step"]
+    return STEPS[name](params, dropped_folder=dropped_folder, seed=seed)
+
+
+def parse_step_spec(index: int, spec: Any) -> StepParams:
+    """Check a step mapping against its step's parameters: unknown step or key, or wrong type, is a ConfigError."""
+    where = f"steps[{index}]"
+    if isinstance(spec, str):
+        spec = {"step": spec}
+    if not isinstance(spec, dict) or "step" not in spec:
+        raise ConfigError(f"{where}: a step is a mapping with a 'step' key, e.g. {{step: pii}}; got {spec!r}")
+    name = spec["step"]
+    if name not in STEPS:
+        hint = difflib.get_close_matches(str(name), STEPS, n=1)
+        raise ConfigError(
+            f"{where}: unknown step '{name}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+            + f"; steps: {', '.join(sorted(STEPS))}"
+        )
+    cls = STEPS[name]
+    known = {f.name: f for f in dataclasses.fields(cls.Params)}
+    values = {k: v for k, v in spec.items() if k != "step"}
+    for key, value in values.items():
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            raise ConfigError(
+                f"{where} ({name}): unknown parameter '{key}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                + f"; {name} takes {', '.join(sorted(known))}"
+            )
+        if not _fits(value, typing.get_type_hints(cls.Params)[key]):
+            raise ConfigError(f"{where} ({name}): parameter '{key}' has value {value!r}; expected {_type_name(known[key])}")
+    return cls.Params(**values)
+
+
+def _type_name(f: dataclasses.Field) -> str:
+    return str(f.type).replace("typing.", "")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is Any:
+        return True
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple):
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and len(args) == 2 and args[1] is not Ellipsis:
+            return len(value) == 2 and all(_fits(v, a) for v, a in zip(value, args))
+        return not args or all(_fits(v, args[0]) for v in value)
+    if origin is dict:
+        kt, vt = typing.get_args(hint) or (Any, Any)
+        return isinstance(value, dict) and all(_fits(k, kt) and _fits(v, vt) for k, v in value.items())
+    return True
+
+
+def describe_steps() -> str:
+    """Every step with its parameters, defaults and help: `python -m data_prep --list_steps`."""
+    lines = []
+    for name in sorted(STEPS):
+        cls = STEPS[name]
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        lines.append(f"{name}: {doc}")
+        for f in dataclasses.fields(cls.Params):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            lines.append(f"    {f.name} = {default!r}  # {f.metadata.get('help', '')}")
+    return "\n".join(lines)
