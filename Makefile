@@ -19,10 +19,15 @@ PYTEST_ARGS ?=
 
 # ARGS: extra CLI overrides for a stage, e.g. make pack ARGS="--block_size 256"
 ARGS ?=
+# ACCEL: the accelerate launch config of training stages (launch/accelerate/*.yaml)
+ACCEL ?= launch/accelerate/single.yaml
+# CKPT / TO: what `make consolidate` reads and writes
+CKPT ?= outputs/tiny/pretrain
+TO ?= $(CKPT)-consolidated
 
 export DATA_DIR
 
-.PHONY: help install test test-fast demo clean model-info tokenizer pack
+.PHONY: help install test test-fast demo clean model-info tokenizer pack pretrain consolidate
 
 help: ## list the targets
 	@echo "usage: make <target> [CONFIG=path.yaml] [ARGS='--key value ...'] [NPROC=n] [DATA_DIR=dir]"
@@ -53,12 +58,21 @@ tokenizer: install ## train the byte-level BPE tokenizer + report (CONFIG=config
 pack: install ## tokenize + pack the corpus into fixed-length blocks (CONFIG=configs/pack/tiny.yaml)
 	$(PY) recipes/pack.py --config $(or $(CONFIG),configs/pack/tiny.yaml) $(ARGS)
 
+pretrain: install ## pretrain from scratch (CONFIG=configs/pretrain/tiny.yaml ACCEL=launch/accelerate/zero3.yaml NPROC=8)
+	$(VENV)/bin/accelerate launch --config_file $(ACCEL) --num_processes $(NPROC) \
+	  recipes/pretrain.py --config $(or $(CONFIG),configs/pretrain/tiny.yaml) $(ARGS)
+
+consolidate: install ## turn a (ZeRO) checkpoint into one safetensors model (CKPT=run-or-checkpoint TO=folder)
+	$(PY) recipes/consolidate.py --checkpoint_dir $(CKPT) --output_dir $(TO) $(ARGS)
+
 # The demo names its configs itself, so a CONFIG= meant for one stage cannot leak into the others.
 demo: install ## run the whole pipeline on the tiny preset and the shipped data (outputs/tiny/)
 	$(PY) -m llm_recipes.model_info --config configs/model/7b.yaml --num_gpus 8
 	$(PY) recipes/train_tokenizer.py --config configs/tokenizer/tiny.yaml
 	$(PY) recipes/pack.py --config configs/pack/tiny.yaml
 	$(PY) -m llm_recipes.model_info --config configs/model/tiny.yaml --tokenizer_name_or_path outputs/tiny/tokenizer --num_gpus 1 --seq_len 128
+	$(VENV)/bin/accelerate launch --config_file launch/accelerate/single.yaml --num_processes 1 \
+	  recipes/pretrain.py --config configs/pretrain/tiny.yaml
 
 clean: ## remove outputs/ and caches (keeps .venv; `rm -rf .venv` for a full reset)
 	rm -rf outputs .pytest_cache

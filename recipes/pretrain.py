@@ -79,7 +79,12 @@ class PretrainConfig(TrainingArguments):
         default=None, metadata={"help": "Peak TFLOPS of one device for MFU; auto-detected on known GPUs, n/a on CPU."}
     )
     dry_run: bool = field(
-        default=False, metadata={"help": "Print params, FLOPs/token, ZeRO-3 memory and the step/token plan, then exit."}
+        default=False,
+        metadata={"help": "Print params, FLOPs/token, ZeRO-3 memory and the step/token plan, then exit (works before "
+                          "the data is packed: then the block size is max_position_embeddings)."},
+    )
+    dry_run_world_size: int | None = field(
+        default=None, metadata={"help": "Processes (GPUs) to plan for in --dry_run; default: the launched world size."}
     )
     log_data_order: bool = field(
         default=False, metadata={"help": "Write a hash of every micro-batch per rank to output_dir/data_order/."}
@@ -133,38 +138,46 @@ def attention_implementation(requested: str) -> str:
     return "flash_attention_2" if torch.cuda.is_available() else "sdpa"
 
 
-def plan(args: PretrainConfig, stats: dict, config) -> dict:
-    block_size = stats["splits"]["train"]["block_size"]
-    tokens_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size * block_size
+def plan(args: PretrainConfig, config, world_size: int, block_size: int, train_tokens: int | None) -> dict:
+    tokens_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * world_size * block_size
     if args.max_tokens:
         max_steps = math.ceil(args.max_tokens / tokens_per_step)
     elif args.max_steps > 0:
         max_steps = args.max_steps
+    elif train_tokens:
+        max_steps = math.ceil(args.num_train_epochs * train_tokens / tokens_per_step)
     else:
-        blocks_per_step = tokens_per_step // block_size
-        max_steps = math.ceil(args.num_train_epochs * stats["splits"]["train"]["blocks"] / blocks_per_step)
+        raise ConfigError("set max_tokens or max_steps (the number of epochs needs the packed data)")
     params = count_parameters(meta_model(config))
     return {
         "params": params,
+        "world_size": world_size,
         "block_size": block_size,
         "tokens_per_step": tokens_per_step,
         "max_steps": max_steps,
         "tokens": max_steps * tokens_per_step,
-        "epochs": max_steps * tokens_per_step / max(stats["splits"]["train"]["packed_tokens"], 1),
+        "epochs": max_steps * tokens_per_step / train_tokens if train_tokens else None,
         "flops_per_token": training_flops_per_token(config, params.total, block_size),
     }
 
 
-def print_plan(p: dict, world_size: int) -> None:
+def print_plan(p: dict) -> None:
     gib = 2**30
+    epochs = f"{p['epochs']:.2f} epochs of the packed data" if p["epochs"] is not None else "packed data not read"
     print(f"parameters:        {p['params'].total:,} ({p['params'].non_embedding:,} non-embedding)")
     print(f"train FLOPs/token: {p['flops_per_token']:,} (6N + 12*L*H*T, T={p['block_size']})")
     print(f"plan:              {p['max_steps']:,} steps x {p['tokens_per_step']:,} tokens = {p['tokens']:,} tokens "
-          f"({p['epochs']:.2f} epochs of the packed data), {p['flops_per_token'] * p['tokens']:.3e} FLOPs")
-    print(f"ZeRO-3 model states on {world_size} process(es) (DeepSpeed estimator; activations on top):")
-    for row in zero3_memory_estimates(p["params"], world_size):
+          f"({epochs}), {p['flops_per_token'] * p['tokens']:.3e} FLOPs")
+    print(f"ZeRO-3 model states on {p['world_size']} process(es) (DeepSpeed estimator; activations on top):")
+    for row in zero3_memory_estimates(p["params"], p["world_size"]):
         offload = "optimizer+params->CPU" if row["offload_params"] else "optimizer->CPU" if row["offload_optimizer"] else "none"
         print(f"  {row['per_gpu_bytes'] / gib:8.2f} GiB/GPU  {row['per_cpu_node_bytes'] / gib:8.2f} GiB CPU  offload {offload}")
+
+
+def plan_without_data(model_args: ModelArguments, args: PretrainConfig) -> dict:
+    logger.warning("dry run without packed data: vocab from the preset, blocks of max_position_embeddings tokens")
+    config = build_llama_config(model_args)
+    return plan(args, config, args.dry_run_world_size or args.world_size, config.max_position_embeddings, None)
 
 
 def save_final(trainer: PretrainTrainer, output_dir: str) -> None:
@@ -179,6 +192,7 @@ def save_final(trainer: PretrainTrainer, output_dir: str) -> None:
         for item in staging.iterdir():
             os.replace(item, Path(output_dir) / item.name)
         shutil.rmtree(staging, ignore_errors=True)
+    trainer.save_state()  # trainer_state.json: the whole log history, next to the model
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -186,18 +200,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = make_parser()
     model_args, data_args, args = parser.parse(argv)
     try:
+        if args.dry_run and not Path(data_args.dataset_path).exists():
+            return print_plan(plan_without_data(model_args, args))
         packed, stats = load_packed(data_args)
         tokenizer = AutoTokenizer.from_pretrained(data_args.tokenizer_name_or_path or stats["tokenizer"]["name_or_path"])
         config = build_llama_config(model_args, tokenizer=tokenizer, use_cache=False)  # no KV cache in training
         check_compatible(packed, stats, tokenizer, config)
         resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+        train_stats = stats["splits"]["train"]
+        p = plan(args, config, args.dry_run_world_size or args.world_size, train_stats["block_size"],
+                 train_stats["packed_tokens"])
     except (ConfigError, OSError) as e:
         parser.error(str(e))
-
-    p = plan(args, stats, config)
     if args.dry_run:
-        print_plan(p, args.world_size)
-        return
+        return print_plan(p)
     args.max_steps = p["max_steps"]
 
     set_seed(args.seed)
@@ -227,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     trainer.add_callback(ConsoleProgressCallback)
     if trainer.is_world_process_zero():
         write_run_info(args.output_dir, model_args, data_args, args, recipe="pretrain")
-        print_plan(p, args.world_size)
+        print_plan(p)
     trainer.train(resume_from_checkpoint=resume)
     evaluated_last_step = args.eval_strategy == "steps" and args.max_steps % int(args.eval_steps or 1) == 0
     if trainer.eval_dataset is not None and not evaluated_last_step:

@@ -54,3 +54,21 @@ def tiny_tokenizer_dir(tmp_path_factory) -> Path:
         ["--config", str(REPO_ROOT / "configs/tokenizer/tiny.yaml"), "--output_dir", str(out), "--vocab_size", "2048"]
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_packed_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    """The demo corpus (first 4,000 documents) packed into 64-token blocks with the tiny tokenizer."""
+    out = tmp_path_factory.mktemp("packed") / "packed"
+    load_recipe("pack").main(
+        ["--config", str(REPO_ROOT / "configs/pack/tiny.yaml"), "--tokenizer_name_or_path", str(tiny_tokenizer_dir),
+         "--output_dir", str(out), "--block_size", "64", "--max_documents", "4000"]
+    )
+    return out
+
+
+def pretrain_args(packed_dir: Path, output_dir: Path, *extra: str) -> list[str]:
+    """CLI of a quick tiny-preset pretraining run on the packed test data."""
+    return ["--config", str(REPO_ROOT / "configs/pretrain/tiny.yaml"), "--dataset_path", str(packed_dir),
+            "--output_dir", str(output_dir), "--report_to", "none", "--per_device_train_batch_size", "8",
+            "--warmup_steps", "5", *extra]
