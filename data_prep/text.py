@@ -14,11 +14,19 @@ import xxhash
 
 # Numbers with inner separators stay one token (spaCy keeps "3.5" and "1,000"); otherwise runs of word characters,
 # and every other non-space character on its own, which is how spaCy's prefix/suffix/infix rules end up on prose.
+# spaCy's tokenizer exceptions keep these abbreviations (and single initials, "E.") with their period.
+_ABBREVIATIONS = (
+    "vs|etc|approx|no|st|dr|mr|mrs|ms|jr|sr|prof|inc|ltd|co|corp|dept|est|fig|jan|feb|mar|apr|jun|jul|aug|sep|sept|"
+    "oct|nov|dec|mon|tue|wed|thu|fri|sat|sun|ave|blvd|rd|mt|gen|gov|sen|rep|rev|vol"
+)
+_UNITS = "km|kg|cm|mm|m|g|mg|kb|mb|gb|tb|ml|l|lb|lbs|ft|mph|hz|ghz|mhz|k"
 _WORD_RE = re.compile(
     r"(?:https?://|www\.)[^\s()<>\"']+"  # URLs stay whole
     r"|(?:[A-Za-z]\.){2,}"  # U.S., e.g.
+    rf"|(?i:\b(?:{_ABBREVIATIONS})\.)|\b[A-Z]\.(?=\s)"  # Nov., Ltd., vs., E.
     r"|\d+(?:[.,:]\d+)+"  # 3.5, 1,000, 10:30
-    r"|[^\W_]+(?=n't)|n't|'(?:s|re|ve|ll|d|m)(?![^\W_])"  # do|n't, it|'s
+    rf"|\d+(?=(?i:{_UNITS})\b)"  # 10|km
+    r"|[^\W_]+(?=n['’]t)|n['’]t|['’](?i:s|re|ve|ll|d|m)(?![^\W_])"  # do|n't, it|'s
     r"|[^\W_]+"
     r"|(?<!\S)[^\w\s]+(?!\S)"  # a chunk of punctuation only: --, @-@, ...
     r"|\.\.\.|[^\w\s]|_+"
@@ -50,10 +58,22 @@ def words_of(text: str, language: str) -> list[str]:
     return words
 
 
+_ABBREV_END_RE = re.compile(rf"(?:\b(?i:{_ABBREVIATIONS})|\b[A-Z]|(?:[A-Za-z]\.)+[A-Za-z])$")
+
+
 def count_sentences(line: str) -> int:
-    """Sentences in one line: terminal punctuation followed by space or end (spaCy's sentencizer rule, in effect)."""
+    """Sentences in one line, as spaCy's sentencizer counts them: a sentence ends at . ! ? 。！？ (not at an ellipsis
+    or an abbreviation's period) followed by space; the rest of the line is one more sentence."""
     line = line.strip()
-    return len(_SENTENCE_END_RE.split(line)) if line else 0
+    if not line:
+        return 0
+    count = 1
+    for m in _SENTENCE_END_RE.finditer(line):
+        mark = line[max(0, m.start() - 16) : m.start()]
+        if mark.endswith(("...", "…")) or (mark.endswith(".") and _ABBREV_END_RE.search(mark[:-1])):
+            continue
+        count += 1
+    return count
 
 
 def cjk_count(text: str) -> int:
