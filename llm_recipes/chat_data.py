@@ -1,0 +1,399 @@
+"""Instruction data for SFT: a mixture of sources in any common format -> one conversational `messages` column.
+
+Formats (converted with `datasets.map`, one record at a time, keeping the record's index in its source):
+
+- `alpaca`: {instruction, input, output} (+ optional `system`); instruction and input become the user turn.
+- `sharegpt`: {conversations: [{from, value}]} with roles human / gpt / system (+ optional `system` column).
+- `messages`: OpenAI-style {messages: [{role, content}]} with roles system / user / assistant.
+- `prompt_completion`: {prompt, completion}, as strings (one user and one assistant turn) or as message lists.
+- `self_instruct`: {instruction, instances: [{input, output}]} (Stanford Alpaca / BELLE seed tasks): one conversation
+  per instance.
+- `auto`: picked from the columns.
+
+A record with an unknown role, an empty assistant turn or a missing field is invalid. Invalid records are dropped and
+counted per source (the recipe writes the counts to its run log and `data_report.json`), with the first few named by
+file and record index; when more than `max_invalid_share` of a source is invalid the run stops with that list instead.
+Nothing is dropped silently.
+
+Mixtures follow TRL's `DatasetMixtureConfig` (path / name / data_files / split / fraction per source), plus `format`,
+`max_samples`, and a seeded per-source train/test split (TRL's `get_dataset` splits without a seed).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import datasets
+
+from llm_recipes.config import ConfigError
+from llm_recipes.corpus import BUILDERS, TextSource, check_local_file, resolve_files
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("auto", "alpaca", "sharegpt", "messages", "prompt_completion", "self_instruct")
+# ShareGPT speaker names -> chat roles. Anything else (e.g. "bot", "observation", "function") is an unknown role.
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+CHAT_ROLES = ("system", "user", "assistant")
+ERRORS_SHOWN = 5  # invalid records named in a message; the rest are counted
+
+
+@dataclass
+class ChatSource:
+    """One source of a mixture (the fields of TRL's `DatasetConfig`, plus `format` and `max_samples`)."""
+
+    path: str  # local file / folder / glob (${DATA_DIR} expands) or a Hub dataset name
+    format: str = "auto"
+    name: str | None = None  # Hub dataset config name
+    data_dir: str | None = None
+    data_files: Any = None  # for builder names such as `json`; local paths expand ${ENV}
+    split: str = "train"
+    fraction: float | None = None  # target share of the mixture (TRL semantics: normalised, never oversampled)
+    max_samples: int | None = None  # keep at most this many valid records (seeded shuffle first)
+
+    def __post_init__(self):
+        if self.format not in FORMATS:
+            raise ConfigError(f"source {self.path}: format must be one of {', '.join(FORMATS)}, not {self.format!r}")
+        if self.fraction is not None and not self.fraction > 0:
+            raise ConfigError(f"source {self.path}: fraction must be > 0, got {self.fraction}")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ConfigError(f"source {self.path}: max_samples must be >= 1, got {self.max_samples}")
+
+
+@dataclass
+class ChatDataArguments:
+    datasets: list[ChatSource] = field(
+        default_factory=list,
+        metadata={"help": "The instruction mixture: a list of {path, format, name, data_dir, data_files, split, "
+                          "fraction, max_samples} mappings (format: auto, alpaca, sharegpt, messages, "
+                          "prompt_completion, self_instruct; fraction: share of the mixture, set for all or none)."},
+    )
+    test_split_size: float = field(
+        default=0.05,
+        metadata={"help": "Held-out evaluation share of every source (< 1), or a record count per source (>= 1); "
+                          "0 = no eval split. Seeded with data_seed (or seed)."},
+    )
+    max_invalid_share: float = field(
+        default=0.01,
+        metadata={"help": "Stop when more than this share of a source's records is invalid (unknown role, empty "
+                          "assistant turn, missing field); below it, invalid records are dropped and counted."},
+    )
+
+    def __post_init__(self):
+        known = {f.name for f in fields(ChatSource)}
+        sources = self.datasets
+        if isinstance(sources, (str, dict)):
+            sources = [sources]
+        parsed = []
+        for i, src in enumerate(sources):
+            if isinstance(src, str):
+                src = {"path": src}
+            if isinstance(src, dict):
+                unknown = set(src) - known
+                if unknown or "path" not in src:
+                    problem = f"unknown key(s) {sorted(unknown)}" if unknown else "missing 'path'"
+                    raise ConfigError(f"datasets[{i}]: {problem}; a source has keys {sorted(known)}")
+                src = ChatSource(**src)
+            parsed.append(src)
+        self.datasets = parsed
+        fractions = [s.fraction for s in parsed]
+        if any(f is not None for f in fractions) and any(f is None for f in fractions):
+            raise ConfigError("datasets: set `fraction` for every source of the mixture or for none")
+        if self.test_split_size < 0:
+            raise ConfigError(f"test_split_size must be >= 0, got {self.test_split_size}")
+        if not 0 <= self.max_invalid_share < 1:
+            raise ConfigError(f"max_invalid_share must be in [0, 1), got {self.max_invalid_share}")
+
+
+# --- one record -> messages -------------------------------------------------------------------------------------------
+
+
+class InvalidRecord(ValueError):
+    pass
+
+
+def _text(record: dict, key: str, required: bool = True) -> str:
+    value = record.get(key)
+    if value is None:
+        if required:
+            raise InvalidRecord(f"missing field '{key}'")
+        return ""
+    if not isinstance(value, str):
+        raise InvalidRecord(f"field '{key}' is {type(value).__name__}, expected text")
+    return value
+
+
+def _check(messages: list[dict]) -> list[dict]:
+    if not messages:
+        raise InvalidRecord("no messages")
+    for i, m in enumerate(messages):
+        if m["role"] not in CHAT_ROLES:
+            raise InvalidRecord(f"message {i}: unknown role {m['role']!r}")
+        if not isinstance(m["content"], str):
+            raise InvalidRecord(f"message {i}: content is {type(m['content']).__name__}, expected text")
+        if m["role"] == "assistant" and not m["content"].strip():
+            raise InvalidRecord(f"message {i}: empty assistant turn")
+        if m["role"] == "user" and not m["content"].strip():
+            raise InvalidRecord(f"message {i}: empty user turn")
+    if not any(m["role"] == "assistant" for m in messages):
+        raise InvalidRecord("no assistant turn")
+    return messages
+
+
+def _with_system(record: dict, messages: list[dict]) -> list[dict]:
+    system = record.get("system")
+    if isinstance(system, str) and system.strip() and not (messages and messages[0]["role"] == "system"):
+        return [{"role": "system", "content": system}, *messages]
+    return messages
+
+
+def _user_prompt(instruction: str, extra: str) -> str:
+    return f"{instruction}\n\n{extra}" if extra.strip() else instruction
+
+
+def alpaca_to_messages(record: dict) -> list[dict]:
+    instruction = _text(record, "instruction")
+    if not instruction.strip():
+        raise InvalidRecord("empty field 'instruction'")
+    user = _user_prompt(instruction, _text(record, "input", required=False))
+    output = _text(record, "output")
+    return _check(_with_system(record, [{"role": "user", "content": user}, {"role": "assistant", "content": output}]))
+
+
+def _turns(record: dict, key: str, role_key: str, content_key: str, roles: dict[str, str] | None) -> list[dict]:
+    turns = record.get(key)
+    if turns is None:
+        raise InvalidRecord(f"missing field '{key}'")
+    if not isinstance(turns, list):
+        raise InvalidRecord(f"field '{key}' is {type(turns).__name__}, expected a list of turns")
+    messages = []
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict) or turn.get(role_key) is None or turn.get(content_key) is None:
+            raise InvalidRecord(f"{key}[{i}]: missing '{role_key}' or '{content_key}'")
+        role = turn[role_key]
+        if roles is not None:
+            if role not in roles:
+                raise InvalidRecord(f"{key}[{i}]: unknown role {role!r}")
+            role = roles[role]
+        messages.append({"role": role, "content": turn[content_key]})
+    return messages
+
+
+def sharegpt_to_messages(record: dict) -> list[dict]:
+    return _check(_with_system(record, _turns(record, "conversations", "from", "value", SHAREGPT_ROLES)))
+
+
+def openai_to_messages(record: dict) -> list[dict]:
+    return _check(_turns(record, "messages", "role", "content", None))
+
+
+def prompt_completion_to_messages(record: dict) -> list[dict]:
+    prompt, completion = record.get("prompt"), record.get("completion")
+    if prompt is None or completion is None:
+        raise InvalidRecord(f"missing field '{'prompt' if prompt is None else 'completion'}'")
+    if isinstance(prompt, list) and isinstance(completion, list):  # conversational prompt-completion
+        messages = _turns(record, "prompt", "role", "content", None) + _turns(record, "completion", "role", "content", None)
+        if not all(m["role"] == "assistant" for m in messages[len(prompt):]):
+            raise InvalidRecord("completion holds a non-assistant turn")
+        return _check(messages)
+    messages = [{"role": "user", "content": _text(record, "prompt")}, {"role": "assistant", "content": _text(record, "completion")}]
+    return _check(_with_system(record, messages))
+
+
+def self_instruct_to_messages(record: dict) -> list[list[dict]]:
+    instruction = _text(record, "instruction")
+    instances = record.get("instances")
+    if not isinstance(instances, list) or not instances:
+        raise InvalidRecord("missing field 'instances'")
+    out = []
+    for i, inst in enumerate(instances):
+        if not isinstance(inst, dict):
+            raise InvalidRecord(f"instances[{i}] is not a mapping")
+        try:
+            out.append(alpaca_to_messages({"instruction": instruction, "input": inst.get("input"), "output": inst.get("output")}))
+        except InvalidRecord as e:
+            raise InvalidRecord(f"instances[{i}]: {e}") from None
+    return out
+
+
+CONVERTERS = {
+    "alpaca": alpaca_to_messages,
+    "sharegpt": sharegpt_to_messages,
+    "messages": openai_to_messages,
+    "prompt_completion": prompt_completion_to_messages,
+}
+
+
+def detect_format(columns: list[str], where: str) -> str:
+    cols = set(columns)
+    if "conversations" in cols:
+        return "sharegpt"
+    if "messages" in cols:
+        return "messages"
+    if "instances" in cols and "instruction" in cols:
+        return "self_instruct"
+    if "instruction" in cols:
+        return "alpaca"
+    if "prompt" in cols and "completion" in cols:
+        return "prompt_completion"
+    raise ConfigError(f"{where}: cannot tell the format from columns {sorted(cols)}; set `format:` "
+                      f"({', '.join(FORMATS[1:])})")
+
+
+def _convert_batch(batch: dict[str, list], indices: list[int], fmt: str) -> dict[str, list]:
+    """Batched map: one output row per conversation, with the source record index and the error (None if valid)."""
+    keys = list(batch)
+    out: dict[str, list] = {"messages": [], "record_index": [], "error": []}
+    for row, index in enumerate(indices):
+        record = {k: batch[k][row] for k in keys}
+        try:
+            if fmt == "self_instruct":
+                conversations = self_instruct_to_messages(record)
+            else:
+                conversations = [CONVERTERS[fmt](record)]
+        except InvalidRecord as e:
+            conversations, error = [[]], str(e)
+        else:
+            error = None
+        for messages in conversations:
+            out["messages"].append(messages)
+            out["record_index"].append(index)
+            out["error"].append(error)
+    return out
+
+
+def to_messages(ds: datasets.Dataset, fmt: str = "auto", where: str = "dataset") -> datasets.Dataset:
+    """Convert a raw dataset to columns `messages`, `record_index`, `error` (invalid records kept, marked)."""
+    if fmt == "auto":
+        fmt = detect_format(ds.column_names, where)
+    return ds.map(
+        _convert_batch, batched=True, with_indices=True, fn_kwargs={"fmt": fmt}, remove_columns=ds.column_names,
+        desc=f"{fmt} -> messages",
+        features=datasets.Features({
+            "messages": [{"role": datasets.Value("string"), "content": datasets.Value("string")}],
+            "record_index": datasets.Value("int64"),
+            "error": datasets.Value("string"),
+        }),
+    )
+
+
+# --- sources and the mixture ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SourceReport:
+    source: str
+    format: str
+    records: int = 0
+    invalid: int = 0
+    conversations: int = 0  # valid conversations (self_instruct: one per instance)
+    used: int = 0  # after max_samples / fraction
+    train: int = 0
+    test: int = 0
+    invalid_examples: list[str] = field(default_factory=list)
+
+
+def load_raw(source: ChatSource) -> tuple[datasets.Dataset, str]:
+    """The source as `datasets` reads it, and a human name for messages (the file path when there is one file)."""
+    data_files = source.data_files
+    if data_files is not None:
+        expand = lambda p: os.path.expanduser(os.path.expandvars(p))  # noqa: E731
+        data_files = [expand(p) for p in data_files] if isinstance(data_files, list) else (
+            {k: expand(v) for k, v in data_files.items()} if isinstance(data_files, dict) else expand(data_files))
+        return datasets.load_dataset(source.path, source.name, data_dir=source.data_dir, data_files=data_files,
+                                     split=source.split), str(data_files)
+    files = resolve_files(TextSource(path=source.path))
+    if files is None:  # a Hub dataset (needs network, or the local cache)
+        return datasets.load_dataset(source.path, source.name, data_dir=source.data_dir, split=source.split), source.path
+    for path in files:
+        check_local_file(path)  # not UTF-8 / broken JSON -> file and line, not an Arrow stack trace
+    builder = BUILDERS[files[0].suffix]
+    kwargs = {"delimiter": "\t"} if files[0].suffix == ".tsv" else {}
+    ds = datasets.load_dataset(builder, data_files=[str(p) for p in files], split="train", **kwargs)
+    return ds, str(files[0]) if len(files) == 1 else os.path.expandvars(source.path)
+
+
+def load_source(source: ChatSource, max_invalid_share: float, seed: int) -> tuple[datasets.Dataset, SourceReport]:
+    """One source as valid `messages` (plus `source`), invalid records counted; ConfigError above the threshold."""
+    try:
+        raw, where = load_raw(source)
+    except (FileNotFoundError, datasets.exceptions.DatasetNotFoundError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"source {source.path}: cannot load ({e})") from None
+    fmt = detect_format(raw.column_names, where) if source.format == "auto" else source.format
+    report = SourceReport(source=where, format=fmt, records=len(raw))
+    converted = to_messages(raw, fmt, where)
+    bad = converted.filter(lambda e: e is not None, input_columns="error")
+    bad_records = sorted(set(zip(bad["record_index"], bad["error"])))
+    report.invalid = len({i for i, _ in bad_records})
+    report.invalid_examples = [f"{where}, record {i}: {err}" for i, err in bad_records[:ERRORS_SHOWN]]
+    share = report.invalid / max(report.records, 1)
+    if share > max_invalid_share:
+        more = f" (+{report.invalid - ERRORS_SHOWN} more)" if report.invalid > ERRORS_SHOWN else ""
+        raise ConfigError(
+            f"{where}: {report.invalid} of {report.records} records invalid ({share:.1%} > max_invalid_share "
+            f"{max_invalid_share:.1%}): " + "; ".join(e.split(", ", 1)[1] for e in report.invalid_examples) + more
+        )
+    if report.invalid:
+        logger.warning("%s: dropped %d invalid of %d records (%.2f%%), e.g. %s", where, report.invalid,
+                       report.records, 100 * share, "; ".join(report.invalid_examples))
+    valid = converted.filter(lambda e: e is None, input_columns="error").remove_columns("error")
+    report.conversations = len(valid)
+    valid = valid.add_column("source", [where] * len(valid))
+    if source.max_samples is not None and source.max_samples < len(valid):
+        valid = valid.shuffle(seed=seed).select(range(source.max_samples))
+    return valid, report
+
+
+def split_source(ds: datasets.Dataset, test_split_size: float, seed: int) -> tuple[datasets.Dataset, datasets.Dataset | None]:
+    size = int(test_split_size) if test_split_size >= 1 else test_split_size
+    if not test_split_size or (size if isinstance(size, int) else round(size * len(ds))) < 1 or len(ds) < 2:
+        return ds.shuffle(seed=seed), None
+    parts = ds.train_test_split(test_size=size, seed=seed, shuffle=True)
+    return parts["train"], parts["test"]
+
+
+def load_mixture(args: ChatDataArguments, seed: int) -> tuple[datasets.DatasetDict, list[SourceReport]]:
+    """The mixture as DatasetDict(train[, test]) of `messages` (+ `source`, `record_index`) and one report per source.
+
+    Each source is converted, checked, sampled (max_samples), split (seeded, so its test part holds instructions the
+    model never trains on), then the train parts are mixed by `fraction` and everything is shuffled with `seed`.
+    """
+    if not args.datasets:
+        raise ConfigError("no datasets: list the instruction sources under `datasets:`")
+    trains, tests, reports = [], [], []
+    for source in args.datasets:
+        ds, report = load_source(source, args.max_invalid_share, seed)
+        train, test = split_source(ds, args.test_split_size, seed)
+        trains.append(train)
+        if test is not None:
+            tests.append(test)
+            report.test = len(test)
+        reports.append(report)
+    fractions = [s.fraction for s in args.datasets]
+    if fractions[0] is not None:  # TRL's rule: shares normalised, mixture as large as possible without oversampling
+        weights = [f / sum(fractions) for f in fractions]
+        total = min(len(t) / w for t, w in zip(trains, weights))
+        trains = [t.select(range(round(w * total))) for t, w in zip(trains, weights)]  # already shuffled by the split
+    for report, train in zip(reports, trains):
+        report.train = len(train)
+        report.used = report.train + report.test
+    out = {"train": datasets.concatenate_datasets(trains).shuffle(seed=seed)}
+    if tests:
+        out["test"] = datasets.concatenate_datasets(tests)
+    if len(out["train"]) == 0:
+        raise ConfigError("the mixture has no training conversations")
+    return datasets.DatasetDict(out), reports
+
+
+def report_dict(reports: list[SourceReport]) -> dict[str, Any]:
+    return {
+        "sources": [asdict(r) for r in reports],
+        "records": sum(r.records for r in reports),
+        "invalid_dropped": sum(r.invalid for r in reports),
+        "train": sum(r.train for r in reports),
+        "test": sum(r.test for r in reports),
+    }
