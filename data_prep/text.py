@@ -16,28 +16,89 @@ import xxhash
 # and every other non-space character on its own, which is how spaCy's prefix/suffix/infix rules end up on prose.
 # spaCy's tokenizer exceptions keep these abbreviations (and single initials, "E.") with their period.
 _ABBREVIATIONS = (
-    "vs|etc|approx|no|st|dr|mr|mrs|ms|jr|sr|prof|inc|ltd|co|corp|dept|est|fig|jan|feb|mar|apr|jun|jul|aug|sep|sept|"
-    "oct|nov|dec|mon|tue|wed|thu|fri|sat|sun|ave|blvd|rd|mt|gen|gov|sen|rep|rev|vol"
+    "vs|approx|st|dr|mr|mrs|ms|jr|sr|prof|inc|ltd|co|corp|dept|est|fig|jan|feb|mar|apr|jun|jul|aug|sep|sept|"
+    "oct|nov|dec|mon|tue|wed|thu|fri|sat|sun|ave|blvd|rd|mt|gen|gov|sen|rep|rev|vol|bros"
 )
 _UNITS = "km|kg|cm|mm|m|g|mg|kb|mb|gb|tb|ml|l|lb|lbs|ft|mph|hz|ghz|mhz|k"
-_WORD_RE = re.compile(
-    r"(?:https?://|www\.)[^\s()<>\"']+"  # URLs stay whole
-    r"|(?:[A-Za-z]\.){2,}"  # U.S., e.g.
-    rf"|(?i:\b(?:{_ABBREVIATIONS})\.)|\b[A-Z]\.(?=\s)"  # Nov., Ltd., vs., E.
-    r"|\d+(?:[.,:]\d+)+"  # 3.5, 1,000, 10:30
-    rf"|\d+(?=(?i:{_UNITS})\b)"  # 10|km
-    r"|[^\W_]+(?=n['’]t)|n['’]t|['’](?i:s|re|ve|ll|d|m)(?![^\W_])"  # do|n't, it|'s
-    r"|[^\W_]+"
-    r"|(?<!\S)[^\w\s]+(?!\S)"  # a chunk of punctuation only: --, @-@, ...
-    r"|\.\.\.|[^\w\s]|_+"
+_PREFIX = set("\"'“‘([{<¿¡«*§#$£€¥")
+_SUFFIX = set("\"'”’)]}>»,.;:!?%*")
+_CONTRACTION_RE = re.compile(r"(?i)(?:n['’]t|['’](?:s|re|ve|ll|d|m))$")
+_UNIT_RE = re.compile(rf"(?<=\d)(?i:{_UNITS})$")
+_ABBREV_RE = re.compile(rf"(?i:{_ABBREVIATIONS})|[A-Za-z]|(?:[A-Za-z]\.)+[A-Za-z]")
+# spaCy's infixes: hyphens and commas between letters, :<>=/ before a letter, arithmetic between digits.
+_INFIX_RE = re.compile(
+    r"(?<=[^\W\d_])(?:--|-|–|—|,)(?=[^\W\d_])|(?<=\d)-(?=\w)|(?<=[\w])[:<>=/](?=[^\W\d_])|(?<=\d)[+*^](?=\d)|…"
 )
-_CJK_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_SENTENCE_END_RE = re.compile(r"(?<=[.!?。！？])[\"'”’)\]]*\s+(?=\S)")
+_URL_RE = re.compile(r"(?i)^(?:https?://|www\.)")
+
+
+_EXCEPTIONS = {"cannot": ["can", "not"], "Cannot": ["Can", "not"], "and/or": ["and/or"]}
+_WHOLE_RE = re.compile(r"(?i)n['’]t|['’](?:s|re|ve|ll|d|m)|\.{2,}")
+
+
+def _split_chunk(chunk: str) -> list[str]:
+    if chunk in _EXCEPTIONS:
+        return _EXCEPTIONS[chunk]
+    if _WHOLE_RE.fullmatch(chunk):
+        return [chunk]
+    head: list[str] = []
+    while chunk:
+        if chunk.startswith("..."):
+            head.append("...")
+            chunk = chunk[3:]
+        elif chunk[0] in _PREFIX:
+            head.append(chunk[0])
+            chunk = chunk[1:]
+        else:
+            break
+    tail: list[str] = []
+    while chunk:
+        m = _CONTRACTION_RE.search(chunk) if len(chunk) > 3 or chunk[0] not in "'’" else None
+        if chunk.endswith("...") and len(chunk) > 3:
+            tail.append("...")
+            chunk = chunk[:-3]
+        elif m and m.start() > 0:
+            tail.append(m.group(0))
+            chunk = chunk[: m.start()]
+        elif chunk[-1] in _SUFFIX and len(chunk) > 1:
+            if chunk[-1] == "." and _ABBREV_RE.fullmatch(chunk[:-1]):
+                break
+            tail.append(chunk[-1])
+            chunk = chunk[:-1]
+        elif (u := _UNIT_RE.search(chunk)) and u.start() > 0:
+            tail.append(u.group(0))
+            chunk = chunk[: u.start()]
+        else:
+            break
+    core: list[str] = []
+    if _URL_RE.match(chunk):
+        core.append(chunk)
+    elif chunk:
+        pos = 0
+        for m in _INFIX_RE.finditer(chunk):
+            if m.start() > pos:
+                core.append(chunk[pos : m.start()])
+            core.append(m.group(0))
+            pos = m.end()
+        if pos < len(chunk):
+            core.append(chunk[pos:])
+    return head + core + tail[::-1]
 
 
 def split_words(text: str) -> list[str]:
-    """Whitespace-language words, punctuation as separate tokens (spaCy-blank-like)."""
-    return _WORD_RE.findall(text)
+    """Words as spaCy's blank English tokenizer finds them, closely: whitespace chunks, then prefix / suffix
+    punctuation, contractions and units split off, then a few infix rules (a port of its main rules, not all)."""
+    out: list[str] = []
+    for chunk in text.split():
+        if chunk.isalpha() or chunk.isdigit():
+            out.append(chunk)
+        else:
+            out.extend(_split_chunk(chunk))
+    return out
+
+
+_CJK_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_SENTENCE_END_RE = re.compile(r"(?<=[.!?。！？])[\"'”’)\]]*\s+(?=\S)")
 
 
 _cache: tuple[str, str, list[str]] | None = None

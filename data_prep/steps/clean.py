@@ -130,7 +130,9 @@ class BoilerplateParams(StepParams):
         metadata={"help": "Regexes; a line matching any of them is removed (navigation, cookie and copyright lines)."},
     )
     max_line_chars: int = field(
-        default=0, metadata={"help": "Lines matching a pattern are removed only if at most this long (0 = any length)."}
+        default=200,
+        metadata={"help": "Only lines up to this many characters are removed (0 = any length): boilerplate is short, "
+                  "and a long paragraph that mentions a privacy policy is content."},
     )
 
 

@@ -1,0 +1,108 @@
+"""Quality rules on real documents: what each must keep and drop, and agreement with datatrove's stock filters."""
+
+import pytest
+from datatrove.data import Document
+from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, GopherQualityFilter, GopherRepetitionFilter
+from dp_helpers import make_step, reason
+
+
+def _decision(result):
+    if result is True:
+        return None
+    return result[1] if isinstance(result, tuple) else "dropped"
+
+
+@pytest.mark.parametrize(
+    "ours, theirs, min_agreement",
+    [
+        ("gopher_quality", GopherQualityFilter, 0.99),
+        ("gopher_repetition", GopherRepetitionFilter, 0.99),
+        ("c4_quality", C4QualityFilter, 0.98),
+        ("fineweb_quality", FineWebQualityFilter, 0.99),
+    ],
+)
+def test_same_decisions_as_datatrove_on_c4(ours, theirs, min_agreement, c4_texts):
+    """Same keep/drop decision and reason as the stock datatrove filter (spaCy words) on the 300 real C4 pages."""
+    step, stock = make_step(ours), theirs()
+    same = 0
+    for text in c4_texts:
+        a = Document(text=text, id="a", metadata={"language": "en"})
+        b = Document(text=text, id="b")
+        mine, stocks = step.process(a), _decision(stock.filter(b))
+        same += mine == stocks and (mine is not None or a.text == b.text)
+    assert same / len(c4_texts) >= min_agreement, same
+
+
+def test_gopher_quality_keeps_prose_and_drops_real_short_or_symbolic_pages(c4_texts):
+    step = make_step("gopher_quality")
+    verdicts = [reason(step, t) for t in c4_texts]
+    assert 0.6 < verdicts.count(None) / len(verdicts) < 0.95
+    assert {"gopher_short_doc", "gopher_below_alpha_threshold"} <= set(verdicts)
+    # A real page kept, and the same page cut below 50 words dropped.
+    kept = next(t for t, v in zip(c4_texts, verdicts) if v is None)
+    assert reason(step, " ".join(kept.split()[:40])) == "gopher_short_doc"
+
+
+def test_gopher_repetition_drops_repeated_real_text(c4_texts):
+    step = make_step("gopher_repetition")
+    page = next(t for t in c4_texts if reason(step, t) is None and len(t) > 2000)
+    assert reason(step, page) is None
+    assert reason(step, page + "\n\n" + page) == "dup_para_frac"
+    lines = page.split("\n")
+    assert reason(step, "\n".join(lines + lines[:3] * 10)) in {"dup_line_frac", "dup_line_char_frac", "dup_para_frac"}
+
+
+def test_c4_drops_pages_with_code_or_lorem_ipsum_and_strips_lines(c4_texts):
+    step = make_step("c4_quality")
+    page = next(t for t in c4_texts if reason(step, t) is None and "\n" in t)
+    assert reason(step, page + "\nWrite the template as {name} in your message.") == "curly_bracket"
+    assert reason(step, page + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit.") == "lorem_ipsum"
+    doc = Document(text=page + "\nPlease enable JavaScript to view the comments.\nMenu", id="x", metadata={})
+    assert step.process(doc) is None
+    assert "JavaScript" not in doc.text and not doc.text.endswith("Menu")
+
+
+def test_fineweb_drops_list_like_pages(c4_texts):
+    step = make_step("fineweb_quality")
+    page = next(t for t in c4_texts if reason(step, t) is None)
+    assert reason(step, page) is None
+    listing = "\n".join(w for w in page.split()[:120])  # the same words, one per line
+    assert reason(step, listing) in {"line_punct_ratio", "short_line_ratio", "list_ratio"}
+
+
+def test_english_rules_drop_nearly_all_chinese_which_is_why_zh_rules_exist(song_ci):
+    """FINDINGS §2: the stock rules applied to Chinese drop it; ours apply them to English only by default."""
+    stock = GopherQualityFilter()
+    texts = [t for t in song_ci if len(t) > 60][:100]
+    dropped = sum(_decision(stock.filter(Document(text=t, id="x"))) is not None for t in texts)
+    assert dropped / len(texts) > 0.95
+    ours = make_step("gopher_quality")
+    assert ours.params.languages == ["en"]
+
+
+def test_zh_quality_keeps_real_chinese_and_drops_short_or_non_chinese(song_ci, c4_texts):
+    step = make_step("zh_quality", min_chars=20, short_line_chars=4)
+    verdicts = [reason(step, t, "zh") for t in song_ci]
+    assert verdicts.count(None) / len(verdicts) > 0.9
+    assert reason(step, "好。", "zh") == "zh_short_doc"
+    assert reason(step, c4_texts[0] + "\n中文" * 10, "zh") == "zh_low_cjk_ratio"
+    # ChineseWebText's default (200 characters) drops a short ci, keeps the Analects chapter.
+    default = make_step("zh_quality")
+    assert reason(default, song_ci[1], "zh") == "zh_short_doc"
+
+
+def test_zh_quality_line_rules(song_ci):
+    step = make_step("zh_quality", min_chars=20, short_line_chars=4)
+    ci = next(t for t in song_ci if reason(step, t, "zh") is None and t.count("\n") >= 3)
+    no_punct = "\n".join(line.rstrip("。！？，；") for line in ci.split("\n"))
+    assert reason(step, no_punct, "zh") == "zh_line_punct_ratio"
+    repeated = ci + "\n" + "\n".join(ci.split("\n")[:2]) * 3
+    assert reason(step, repeated, "zh") == "zh_char_dup_ratio"
+
+
+def test_gopher_repetition_on_chinese_uses_words_not_spaces(tang_poems, song_ci):
+    step = make_step("gopher_repetition")
+    kept = [reason(step, t, "zh") is None for t in tang_poems + song_ci]
+    assert sum(kept) / len(kept) > 0.9
+    poem = tang_poems[0]
+    assert reason(step, poem * 5, "zh") is not None
