@@ -1,0 +1,325 @@
+"""Instruction-tune a causal LM with TRL's SFTTrainer: chat template, assistant-only loss, packing, LoRA/QLoRA, ZeRO-3.
+
+    python recipes/sft.py --config configs/sft/tiny.yaml [--learning_rate 1e-4 ...]
+    accelerate launch --config_file launch/accelerate/zero3.yaml --num_processes 8 recipes/sft.py --config ...
+
+The shape of TRL's `trl sft` and alignment-handbook's sft.py: ScriptArguments (the data mixture), SFTConfig (TRL's,
+training), ModelConfig (TRL's: model, dtype, LoRA, 4-bit) from YAML + CLI -> instruction mixture converted to
+`messages` (llm_recipes/chat_data.py) -> SFTTrainer(model_name_or_path, peft_config=get_peft_config(model_args)) ->
+train with eval loss (and optional early stopping, best checkpoint kept) -> save (full model, or the peft adapter) ->
+optional push. Logs the share of real tokens per batch and tokens/s; writes resolved_config.yaml, run_info.json,
+data_report.json and, with `sample_prompt`, one generation through the chat template (sample_generation.json).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import trl
+from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
+from transformers.trainer_callback import ProgressCallback
+from trl import ModelConfig, SFTTrainer, get_peft_config, get_quantization_config
+from trl.chat_template_utils import has_generation_markers
+
+from llm_recipes.atomic import atomic_write_text
+from llm_recipes.chat_data import ChatDataArguments, load_mixture, report_dict
+from llm_recipes.config import ConfigError, RecipeParser
+from llm_recipes.distributed import use_gloo_without_gpu
+from llm_recipes.run_info import write_run_info
+from llm_recipes.tokenizer import IM_END
+from llm_recipes.training import CheckpointCompleteCallback, ConsoleProgressCallback, resolve_resume
+
+logger = logging.getLogger("sft")
+warnings.filterwarnings("ignore", message=r".*(all_gather_into_tensor|reduce_scatter_tensor).*", category=FutureWarning)
+
+
+@dataclass
+class ScriptArguments(ChatDataArguments):
+    tokenizer_name_or_path: str | None = field(
+        default=None, metadata={"help": "Tokenizer folder or Hub id; default: the one saved with model_name_or_path."}
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={"help": "Stop after this many evaluations without eval_loss improvement (needs eval_strategy and "
+                          "load_best_model_at_end: true, which keeps the best checkpoint); unset = no early stopping."},
+    )
+    early_stopping_threshold: float = field(
+        default=0.0, metadata={"help": "Smallest eval_loss decrease that counts as an improvement for early stopping."}
+    )
+    sample_prompt: str | None = field(
+        default=None,
+        metadata={"help": "After training, answer this user prompt through the chat template (greedy) and write it to "
+                          "sample_generation.json; single-process runs only."},
+    )
+    sample_max_new_tokens: int = field(default=64, metadata={"help": "Token budget of the sample generation."})
+
+
+@dataclass
+class SFTConfig(trl.SFTConfig):
+    def __post_init__(self):
+        use_gloo_without_gpu(self)
+        if self.bf16 is not False and not torch.cuda.is_available():
+            if self.bf16:
+                logger.warning("bf16 requested but no GPU: training in fp32")
+            self.bf16 = False
+        super().__post_init__()
+
+
+def make_parser() -> RecipeParser:
+    return RecipeParser((ScriptArguments, SFTConfig, ModelConfig))
+
+
+# --- checks before any compute ----------------------------------------------------------------------------------------
+
+
+def check_combination(script_args: ScriptArguments, args: SFTConfig, model_args: ModelConfig) -> None:
+    if not model_args.model_name_or_path:
+        raise ConfigError("model_name_or_path is required (a model folder, e.g. outputs/tiny/pretrain, or a Hub id)")
+    quantized = model_args.load_in_4bit or model_args.load_in_8bit
+    if quantized and not model_args.use_peft:
+        raise ConfigError("load_in_4bit / load_in_8bit train adapters only: set use_peft: true (QLoRA)")
+    if quantized and args.deepspeed_plugin is not None and args.deepspeed_plugin.zero_stage == 3:
+        raise ConfigError("QLoRA (load_in_4bit/8bit) does not combine with DeepSpeed ZeRO-3 here: launch with "
+                          "launch/accelerate/single.yaml or ddp.yaml")
+    if script_args.early_stopping_patience is not None:
+        if args.eval_strategy == "no" or not script_args.test_split_size:
+            raise ConfigError("early_stopping_patience needs an eval split (test_split_size > 0) and eval_strategy")
+        if not args.load_best_model_at_end:
+            raise ConfigError("early_stopping_patience needs load_best_model_at_end: true (keeps the best checkpoint)")
+    if args.eval_strategy != "no" and not script_args.test_split_size:
+        raise ConfigError(f"eval_strategy is {args.eval_strategy!r} but test_split_size is 0: no eval split")
+
+
+def check_bitsandbytes(model_args: ModelConfig) -> None:
+    """QLoRA needs a bitsandbytes that can run k-bit kernels on this machine: say so in one line if it cannot."""
+    if not (model_args.load_in_4bit or model_args.load_in_8bit):
+        return
+    bits = "4-bit" if model_args.load_in_4bit else "8-bit"
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        raise ConfigError(f"load_in_{bits[0]}bit (QLoRA) needs bitsandbytes, which is not installed "
+                          f"(pip install bitsandbytes); or train LoRA without quantization: "
+                          f"--load_in_{bits[0]}bit false") from None
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:  # a real k-bit round trip on the device the model will use
+        x = torch.randn(64, 64, device=device, dtype=torch.float32)
+        if model_args.load_in_4bit:
+            q, state = bnb.functional.quantize_4bit(x, quant_type=model_args.bnb_4bit_quant_type)
+            ok = torch.allclose(bnb.functional.dequantize_4bit(q, state).float(), x, atol=0.5)
+        else:
+            ok = bnb.functional.int8_vectorwise_quant(x.half())[0].dtype == torch.int8
+    except Exception as e:  # noqa: BLE001 - any failure of the kernel means: cannot run here
+        raise ConfigError(f"bitsandbytes {bnb.__version__} cannot run {bits} on {device} here "
+                          f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); use a GPU, or set "
+                          f"load_in_{bits[0]}bit: false for plain LoRA") from None
+    if not ok:
+        raise ConfigError(f"bitsandbytes {bnb.__version__} {bits} round trip on {device} gives wrong values")
+
+
+def load_tokenizer(script_args: ScriptArguments, model_args: ModelConfig, args: SFTConfig):
+    name = script_args.tokenizer_name_or_path or model_args.model_name_or_path
+    tokenizer = AutoTokenizer.from_pretrained(name, revision=model_args.model_revision,
+                                              trust_remote_code=args.trust_remote_code)
+    if args.chat_template_path is None and not tokenizer.chat_template:
+        raise ConfigError(f"tokenizer {name} has no chat template: train one with make tokenizer or set "
+                          "chat_template_path")
+    if args.assistant_only_loss and args.chat_template_path is None and not has_generation_markers(tokenizer.chat_template):
+        logger.warning("the chat template of %s has no {%% generation %%} markers: TRL swaps in its training template "
+                       "where it knows the model family, and fails otherwise", name)
+    return tokenizer
+
+
+# --- the trainer: SFTTrainer + real-token share and tokens/s ----------------------------------------------------------
+
+
+class TokenShareCollator:
+    """Wraps SFTTrainer's collator and records, per batch, the real tokens and the slots they occupy.
+
+    Packed (bfd): a row is a bin of max_length slots, so share = tokens / (rows * max_length). Padded: rows are
+    padded to the longest one, so share = tokens / (rows * longest). The counts ride in the batch and are popped
+    before the forward pass.
+    """
+
+    def __init__(self, collator, packed: bool, max_length: int | None):
+        self.collator, self.packed, self.max_length = collator, packed, max_length
+
+    def __call__(self, examples):
+        lengths = [len(ex["input_ids"]) for ex in examples]
+        batch = self.collator(examples)
+        width = self.max_length if self.packed and self.max_length else max(lengths)
+        batch["real_tokens"] = torch.tensor(sum(lengths))
+        batch["token_slots"] = torch.tensor(len(lengths) * width)
+        return batch
+
+
+class RecipeSFTTrainer(SFTTrainer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.data_collator = TokenShareCollator(self.data_collator, self.args.packing, self.args.max_length)
+        self._window = {"real": 0, "slots": 0, "start": None}
+        self._real_tokens_seen = 0
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        real, slots = inputs.pop("real_tokens"), inputs.pop("token_slots")
+        w = self._window
+        w["start"] = w["start"] or time.perf_counter()
+        w["real"] += int(real)
+        self._real_tokens_seen += int(real)
+        w["slots"] += int(slots)
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs.pop("real_tokens", None), inputs.pop("token_slots", None)
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+
+    def log(self, logs, start_time=None):
+        w = self._window
+        if "loss" in logs and w["slots"]:
+            logs["real_token_share"] = round(w["real"] / w["slots"], 4)
+            logs["tokens_per_second"] = round(w["real"] / max(time.perf_counter() - w["start"], 1e-9), 1)
+            logs["tokens_seen"] = self._real_tokens_seen
+            self._window = {"real": 0, "slots": 0, "start": None}
+        if "eval_loss" in logs:
+            logs["eval_perplexity"] = round(math.exp(min(logs["eval_loss"], 50.0)), 4)
+        super().log(logs, start_time)
+
+
+# --- saving and the sample generation ---------------------------------------------------------------------------------
+
+
+def set_stop_tokens(model, tokenizer) -> None:
+    """The chat model ends its turn with <|im_end|>: generation stops there as well as at the tokenizer's eos."""
+    ids = [tokenizer.eos_token_id]
+    im_end = tokenizer.convert_tokens_to_ids(IM_END) if IM_END in tokenizer.get_vocab() else None
+    if im_end is not None and im_end not in ids:
+        ids.append(im_end)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.generation_config.eos_token_id = ids if len(ids) > 1 else ids[0]
+    base.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def save_final(trainer: SFTTrainer, output_dir: str) -> None:
+    """Model (consolidated under ZeRO-3) or adapter + tokenizer, written to a staging folder and moved in file by file."""
+    staging = Path(output_dir) / ".final-staging"
+    base = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
+    base.config.use_cache = True  # trained without a KV cache (packing needs it off); inference wants it
+    base.generation_config.use_cache = True
+    trainer.save_model(str(staging))  # every rank takes part in the ZeRO-3 gather
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        if hasattr(trainer.model, "get_base_model"):  # adapter folder: ship the generation config with it
+            base.generation_config.save_pretrained(staging)
+        for item in staging.iterdir():
+            target = Path(output_dir) / item.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(item, target)
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.save_state()
+
+
+@torch.no_grad()
+def sample_generation(model, tokenizer, prompt: str, max_new_tokens: int) -> dict:
+    """Greedy answer to one user prompt, rendered and decoded through the chat template."""
+    model.eval()
+    inputs = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                           return_dict=True, return_tensors="pt").to(model.device)
+    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    new = out[0, inputs["input_ids"].shape[1]:].tolist()
+    stops = model.generation_config.eos_token_id
+    stops = stops if isinstance(stops, list) else [stops]
+    return {
+        "prompt": prompt,
+        "rendered_prompt": tokenizer.decode(inputs["input_ids"][0]),
+        "completion": tokenizer.decode(new, skip_special_tokens=False),
+        "new_tokens": len(new),
+        "stopped_at": tokenizer.convert_ids_to_tokens(new[-1]) if new and new[-1] in stops else None,
+    }
+
+
+def build_trainer(script_args: ScriptArguments, args: SFTConfig, model_args: ModelConfig):
+    """Checks, tokenizer, instruction data and the SFTTrainer; raises ConfigError for a config mistake."""
+    check_combination(script_args, args, model_args)
+    check_bitsandbytes(model_args)
+    tokenizer = load_tokenizer(script_args, model_args, args)
+    with args.main_process_first(desc="instruction data"):
+        data, reports = load_mixture(script_args, seed=args.data_seed if args.data_seed is not None else args.seed)
+    report = report_dict(reports)
+    logger.info("instruction data: %d train / %d test conversations from %d records; %d invalid dropped",
+                report["train"], report["test"], report["records"], report["invalid_dropped"])
+
+    set_seed(args.seed)
+    args.model_init_kwargs = {"revision": model_args.model_revision, "dtype": model_args.dtype,
+                              "attn_implementation": model_args.attn_implementation,
+                              "use_cache": False,  # packed rows: the block-diagonal mask needs no KV cache (FINDINGS §1b)
+                              **(args.model_init_kwargs or {})}
+    callbacks = [CheckpointCompleteCallback()]
+    if script_args.early_stopping_patience is not None:
+        callbacks.append(EarlyStoppingCallback(script_args.early_stopping_patience, script_args.early_stopping_threshold))
+    try:
+        trainer = RecipeSFTTrainer(
+            model=model_args.model_name_or_path,
+            args=args,
+            train_dataset=data["train"],
+            eval_dataset=data["test"] if args.eval_strategy != "no" else None,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            quantization_config=get_quantization_config(model_args),
+            peft_config=get_peft_config(model_args),
+        )
+    except (ImportError, ValueError) as e:  # e.g. a tokenizer the model does not fit, a quantizer refusing the machine
+        raise ConfigError(f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(ConsoleProgressCallback)
+    set_stop_tokens(trainer.model, tokenizer)
+    return trainer, report
+
+
+def main(argv: list[str] | None = None) -> SFTTrainer:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    parser = make_parser()
+    script_args, args, model_args = parser.parse(argv)
+    try:
+        resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+        trainer, report = build_trainer(script_args, args, model_args)
+    except (ConfigError, OSError) as e:
+        parser.error(str(e))
+    tokenizer = trainer.processing_class
+    if trainer.is_world_process_zero():
+        write_run_info(args.output_dir, script_args, args, model_args, recipe="sft")
+        atomic_write_text(Path(args.output_dir) / "data_report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+
+    trainer.train(resume_from_checkpoint=resume)
+    evaluated = [e["step"] for e in trainer.state.log_history if "eval_loss" in e]
+    fresh = evaluated and evaluated[-1] == trainer.state.global_step and not args.load_best_model_at_end
+    if trainer.eval_dataset is not None and not fresh:  # the final (or best) model's eval loss, in eval_results.json
+        metrics = trainer.evaluate()
+        trainer.save_metrics("eval", metrics)
+    if trainer.state.best_model_checkpoint and trainer.is_world_process_zero():
+        logger.info("best checkpoint: %s (eval_loss %.4f)", trainer.state.best_model_checkpoint, trainer.state.best_metric)
+    save_final(trainer, args.output_dir)
+    if trainer.is_world_process_zero():
+        logger.info("%s saved to %s", "adapter" if model_args.use_peft else "model", args.output_dir)
+    if script_args.sample_prompt and args.world_size == 1:
+        sample = sample_generation(trainer.model, tokenizer, script_args.sample_prompt, script_args.sample_max_new_tokens)
+        atomic_write_text(Path(args.output_dir) / "sample_generation.json", json.dumps(sample, indent=2, ensure_ascii=False) + "\n")
+        print(f"--- sample generation ({sample['new_tokens']} tokens, stopped at {sample['stopped_at']}) ---\n"
+              f"{sample['rendered_prompt']}{sample['completion']}", flush=True)
+    if args.push_to_hub:
+        trainer.push_to_hub(dataset_name=[r["source"] for r in report["sources"]])
+    return trainer
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
