@@ -109,7 +109,7 @@ class DedupSignatures(PipelineStep):
             ids=np.array(ids, dtype=str),
             orders=np.array(orders, dtype=np.int64).reshape(-1, 3),
             exact=np.array(exact, dtype=np.uint64),
-            bands=np.array(bands, dtype=np.uint64).reshape(-1, n_bands),
+            bands=np.array(bands, dtype=np.uint64).reshape(len(ids) if n_bands else 0, n_bands),
         )
 
 
@@ -138,16 +138,18 @@ class DedupClusters(PipelineStep):
         by_order = np.lexsort(orders.T[::-1])
         ids = ids[by_order]
         removed: dict[int, tuple[str, int]] = {}
-        exact = np.concatenate([p["exact"] for p in parts])[by_order] if parts else np.array([])
+        exact = np.concatenate([p["exact"] for p in parts]) if parts else np.array([])
         if len(exact) == len(ids) and len(ids):
+            exact = exact[by_order]
             first: dict[int, int] = {}
             for i, h in enumerate(exact.tolist()):
                 if h in first:
                     removed[i] = ("exact_duplicate", first[h])
                 else:
                     first[h] = i
-        bands = np.concatenate([p["bands"] for p in parts])[by_order] if parts else np.zeros((0, 0))
+        bands = np.concatenate([p["bands"] for p in parts]) if parts else np.zeros((0, 0))
         if bands.shape[1] and len(ids):
+            bands = bands[by_order]
             parent = list(range(len(ids)))
             for b in range(bands.shape[1]):
                 seen: dict[int, int] = {}

@@ -16,6 +16,10 @@ from data_prep.pipeline import Layout
 from data_prep.report import build_report, markdown, read_splits, write_histogram_png
 
 
+RUN_ONLY_KEYS = ("output_dir", "work_dir", "executor", "workers", "ray_address", "ray_cpus_per_task", "slurm_partition",
+                 "slurm_time", "slurm_cpus_per_task", "slurm_mem_per_cpu_gb", "slurm_venv_path", "slurm_qos")
+
+
 def publish(args: DataPrepArguments) -> Path:
     layout = Layout(Path(args.work_dir))
     final = Path(args.output_dir)
@@ -24,7 +28,10 @@ def publish(args: DataPrepArguments) -> Path:
             src = layout.splits / split
             if src.exists():
                 shutil.copytree(src, staging / split)
-        report = build_report(layout, staging, resolved_config(args))
+        # Where and how it ran is in resolved_config.yaml / run_info.json; the report holds only what decides the data,
+        # so the same input gives the same report on any executor and in any folder.
+        config = {k: v for k, v in resolved_config(args).items() if k not in RUN_ONLY_KEYS}
+        report = build_report(layout, staging, config)
         (staging / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         (staging / "report.md").write_text(markdown(report), encoding="utf-8")
         write_histogram_png(read_splits(staging), staging / "length_histogram.png")

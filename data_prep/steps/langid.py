@@ -54,7 +54,8 @@ class LanguageId(DocStep):
         values = self._detector.compute_language_confidence_values(sample)
         if not values:
             return "language_unknown"
-        best = values[0]
+        # Ties (short, ambiguous text) come back in an arbitrary order: break them by language code.
+        best = min(values, key=lambda v: (-v.value, v.language.iso_code_639_1.name))
         lang = best.language.iso_code_639_1.name.lower()
         doc.metadata["language"] = lang
         doc.metadata["language_score"] = round(best.value, 4)
