@@ -8,6 +8,7 @@ argparse-style error (exit code 2) that names the key and the file, instead of a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import enum
 import os
@@ -109,6 +110,24 @@ class RecipeParser(TrlParser):
                 if action.choices:
                     expected = "one of " + ", ".join(str(_plain(c)) for c in action.choices)
                 self.error(f"{path}: key '{key}' has value {item!r} ({type(item).__name__}); expected {expected}")
+
+
+def parse_source_list(value: Any, source_cls: type, key: str) -> list:
+    """YAML source lists (`- path` or `- {path: ..., other_key: ...}`) -> dataclass instances, unknown keys refused."""
+    known = {f.name for f in dataclasses.fields(source_cls)}
+    items = [value] if isinstance(value, (str, dict)) else list(value or [])
+    parsed = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            item = {"path": item}
+        if isinstance(item, dict):
+            unknown = set(item) - known
+            if unknown or "path" not in item:
+                problem = f"unknown key(s) {sorted(unknown)}" if unknown else "missing 'path'"
+                raise ConfigError(f"{key}[{i}]: {problem}; a source has keys {sorted(known)}")
+            item = source_cls(**item)
+        parsed.append(item)
+    return parsed
 
 
 def _plain(value: Any) -> Any:

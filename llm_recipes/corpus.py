@@ -12,13 +12,13 @@ import inspect
 import json
 import os
 import unicodedata
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 from datasets.fingerprint import Hasher
 
-from llm_recipes.config import ConfigError
+from llm_recipes.config import ConfigError, parse_source_list
 from llm_recipes.run_info import REPO_ROOT
 
 # Recipes name the shipped data as ${DATA_DIR}/...; users point DATA_DIR at their own corpus.
@@ -61,23 +61,8 @@ class CorpusArguments:
     seed: int = field(default=42, metadata={"help": "Seed of the train/validation split."})
 
     def __post_init__(self):
-        known = {f.name for f in fields(TextSource)}
         for key in ("train_sources", "validation_sources"):
-            sources = getattr(self, key)
-            if isinstance(sources, (str, dict)):
-                sources = [sources]
-            parsed = []
-            for i, src in enumerate(sources):
-                if isinstance(src, str):
-                    src = {"path": src}
-                if isinstance(src, dict):
-                    unknown = set(src) - known
-                    if unknown or "path" not in src:
-                        problem = f"unknown key(s) {sorted(unknown)}" if unknown else "missing 'path'"
-                        raise ConfigError(f"{key}[{i}]: {problem}; a source has keys {sorted(known)}")
-                    src = TextSource(**src)
-                parsed.append(src)
-            setattr(self, key, parsed)
+            setattr(self, key, parse_source_list(getattr(self, key), TextSource, key))
         if not 0 <= self.validation_split_size < 1:
             raise ConfigError(f"validation_split_size must be in [0, 1), got {self.validation_split_size}")
 
