@@ -1,0 +1,73 @@
+"""The same YAML on Ray (a local 2-CPU cluster) gives the same bytes; on Slurm it submits a chained job array."""
+
+import json
+import os
+import re
+import stat
+
+import pytest
+from test_pipeline import TINY, run, split_hashes
+
+from data_prep.cli import main
+
+
+@pytest.mark.slow
+def test_ray_gives_byte_identical_output_and_report(repo_root, tmp_path):
+    ray = pytest.importorskip("ray")
+    local = run(repo_root, tmp_path / "local")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        on_ray = run(repo_root, tmp_path / "ray", "--executor", "ray")
+    finally:
+        ray.shutdown()
+    assert split_hashes(on_ray) == split_hashes(local) and len(split_hashes(local)) >= 6
+    assert json.loads((on_ray / "report.json").read_text()) == json.loads((local / "report.json").read_text())
+    assert (on_ray / "report.md").read_text() == (local / "report.md").read_text()
+    assert "executor: ray" in (on_ray / "resolved_config.yaml").read_text()
+
+
+@pytest.fixture
+def fake_sbatch(tmp_path, monkeypatch):
+    """An `sbatch` on PATH that records each call and answers like Slurm."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "sbatch_calls.jsonl"
+    bin_dir.mkdir()
+    script = bin_dir / "sbatch"
+    script.write_text(f"""#!/usr/bin/env python3
+import json, sys
+calls = open({str(calls)!r}, "a+")
+calls.seek(0)
+n = 1000 + len(calls.readlines())
+calls.write(json.dumps({{"args": sys.argv[1:-1], "script": open(sys.argv[-1]).read(), "id": n}}) + "\\n")
+print(f"Submitted batch job {{n}}")
+""")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return calls
+
+
+def test_slurm_submits_job_arrays_chained_by_dependencies(repo_root, tmp_path, fake_sbatch):
+    out = tmp_path / "slurm"
+    main(["--config", str(repo_root / TINY), "--output_dir", str(out), "--executor", "slurm",
+          "--slurm_partition", "cpu", "--tasks", "4", "--slurm_time", "01:00:00"])
+    calls = [json.loads(line) for line in fake_sbatch.read_text().splitlines()]
+    # datatrove also submits a small stats-merging job after each stage; the pipeline jobs run launch_pickled_pipeline.
+    jobs = {re.search(r"#SBATCH --job-name=(\S+)", c["script"]).group(1): c for c in calls
+            if "launch_pickled_pipeline" in c["script"]}
+    for stage in ("documents", "dedup", "output", "publish"):
+        assert f"data_prep_{stage}" in jobs, sorted(jobs)
+        assert (tmp_path / "slurm_work" / "logs" / stage / "launch_script.slurm").exists()
+    docs, dedup, output, publish = (jobs[f"data_prep_{s}"] for s in ("documents", "dedup", "output", "publish"))
+    assert "#SBATCH --array=0-3%2" in docs["script"] and "#SBATCH --partition=cpu" in docs["script"]
+    assert "#SBATCH --time=01:00:00" in docs["script"] and "launch_pickled_pipeline" in docs["script"]
+    assert "#SBATCH --array=0-0" in dedup["script"] and "#SBATCH --array=0-3%2" in output["script"]
+    assert not any(a.startswith("--dependency") for a in docs["args"])
+    assert f"--dependency=afterok:{docs['id']}" in dedup["args"]
+    assert f"--dependency=afterok:{dedup['id']}" in output["args"]
+    assert f"--dependency=afterok:{output['id']}" in publish["args"]
+    assert not out.exists()  # nothing is published until the publish job has run
+
+
+def test_slurm_needs_a_partition(repo_root, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--config", str(repo_root / TINY), "--executor", "slurm"])
+    assert exc.value.code == 2 and "slurm_partition" in capsys.readouterr().err
