@@ -63,20 +63,26 @@ _DROP_PUNCT = re.compile(r"[\W_]+")
 
 
 def shingles(text: str, language: str, p: MinhashParams) -> list[str]:
+    """Word n-grams (character n-grams for Chinese); none for a text shorter than one n-gram, as in datatrove:
+    such snippets are left to exact dedup, since one changed word would make them a different document."""
     if language == "zh":
         chars = _DROP_PUNCT.sub("", text.lower())
         n = p.zh_char_n_grams
-        return [chars[i : i + n] for i in range(max(len(chars) - n + 1, 1))]
+        return [chars[i : i + n] for i in range(len(chars) - n + 1)]
     words = [w for w in split_words(text.lower()) if not _DROP_PUNCT.fullmatch(w)]
     n = p.n_grams
-    return [" ".join(words[i : i + n]) for i in range(max(len(words) - n + 1, 1))]
+    return [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
 
 
 def band_hashes(text: str, language: str, p: MinhashParams) -> np.ndarray:
+    """One hash per band of the MinHash signature; all zeros (never a real band hash) when the text has no n-gram."""
     import rensa
 
+    grams = shingles(text, language, p)
+    if not grams:
+        return np.zeros(p.num_buckets, dtype=np.uint64)
     m = rensa.RMinHash(num_perm=p.num_buckets * p.hashes_per_bucket, seed=p.seed)
-    m.update(shingles(text, language, p))
+    m.update(grams)
     sig = np.asarray(m.digest(), dtype=np.uint64).reshape(p.num_buckets, p.hashes_per_bucket)
     return np.array([xxhash.xxh64_intdigest(row.tobytes()) for row in sig], dtype=np.uint64)
 
@@ -154,7 +160,7 @@ class DedupClusters(PipelineStep):
             for b in range(bands.shape[1]):
                 seen: dict[int, int] = {}
                 for i, h in enumerate(bands[:, b].tolist()):
-                    if i in removed:
+                    if i in removed or h == 0:  # 0: a text too short for one n-gram has no signature
                         continue
                     if h in seen:
                         ri, rj = _find(parent, seen[h]), _find(parent, i)

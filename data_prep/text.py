@@ -1,7 +1,7 @@
 """Fast, dependency-light text helpers shared by the steps: word split, CJK tests, stable hashes.
 
 datatrove's rules split words with spaCy (one blank pipeline call per rule, and per line in C4): that is most of their
-cost. A regex split gives the same token counts on ordinary prose (benchmarks/data_prep.py measures the agreement of
+cost. A regex split gives the same token counts on ordinary prose (benchmarks/data_prep_bench.py measures the agreement of
 the resulting keep/drop decisions) at a fraction of the time.
 """
 
