@@ -286,6 +286,15 @@ def build_trainer(script_args: ScriptArguments, args: SFTConfig, model_args: Mod
     return trainer, report
 
 
+def log_partition(model, args) -> None:
+    """Under ZeRO-3, say how much of the model this rank holds (each rank should hold about 1/world_size)."""
+    params = [p for p in model.parameters() if hasattr(p, "ds_tensor")]
+    if params:
+        held, total = sum(p.ds_tensor.numel() for p in params), sum(p.ds_numel for p in params)
+        print(f"[rank {args.process_index}] ZeRO-3 partition: holds {held:,} of {total:,} parameter elements "
+              f"({held / total:.1%})", flush=True)
+
+
 def main(argv: list[str] | None = None) -> SFTTrainer:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     parser = make_parser()
@@ -296,6 +305,7 @@ def main(argv: list[str] | None = None) -> SFTTrainer:
     except (ConfigError, OSError) as e:
         parser.error(str(e))
     tokenizer = trainer.processing_class
+    log_partition(trainer.model, args)
     if trainer.is_world_process_zero():
         write_run_info(args.output_dir, script_args, args, model_args, recipe="sft")
         atomic_write_text(Path(args.output_dir) / "data_report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")

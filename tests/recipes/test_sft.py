@@ -10,6 +10,8 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, LogitsProcessor, LogitsProcessorList
 
 from conftest import REPO_ROOT, load_recipe, run_recipe_error
+from safetensors.torch import load_file
+
 from llm_recipes.model import ModelArguments, build_llama_config
 
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
@@ -28,6 +30,10 @@ def base_dir(tmp_path_factory, tiny_tokenizer_dir):
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def base_vocab(base_dir):
+    return json.loads((base_dir / "config.json").read_text())["vocab_size"]
 
 
 def recipe_config(tmp_path, data_dir, preset="tiny", sources=((EN, 120), (ZH, 120)), **overrides):
@@ -317,7 +323,11 @@ ZERO3_RUN = dict(sources=((EN, 40), (ZH, 40)), max_steps=4, eval_steps=4, save_s
 @pytest.mark.slow
 def test_zero3_two_processes_full_sft_saves_a_reloadable_model(base_dir, data_dir, tmp_path):
     out = tmp_path / "z3"
-    launch_zero3(recipe_config(tmp_path, data_dir, **ZERO3_RUN), base_dir, out, 29651)
+    output = launch_zero3(recipe_config(tmp_path, data_dir, **ZERO3_RUN), base_dir, out, 29651)
+    for rank in (0, 1):  # the loaded model really is sharded: each rank holds half of it
+        line = next(l for l in output.splitlines() if f"[rank {rank}] ZeRO-3 partition" in l)
+        held, total = (int(x.replace(",", "")) for x in line.split("holds ")[1].split(" parameter")[0].split(" of "))
+        assert abs(held / total - 0.5) < 0.01, line
     # checked here, in a separate plain process: the consolidated weights reload and differ from the base
     saved = AutoModelForCausalLM.from_pretrained(out)
     base = AutoModelForCausalLM.from_pretrained(base_dir)
@@ -338,6 +348,10 @@ def test_zero3_two_processes_lora_saves_an_adapter(base_dir, data_dir, tmp_path)
     out = tmp_path / "z3lora"
     launch_zero3(recipe_config(tmp_path, data_dir, preset="tiny_lora", **ZERO3_RUN), base_dir, out, 29652)
     assert (out / "adapter_model.safetensors").exists() and not (out / "model.safetensors").exists()
+    saved = load_file(out / "adapter_model.safetensors")
+    assert saved and all(t.numel() > 0 for t in saved.values())  # gathered, not ZeRO-3's empty placeholders
+    head = next(t for k, t in saved.items() if "lm_head" in k)
+    assert tuple(head.shape) == (base_vocab(base_dir), 64)  # modules_to_save: the full trained LM head
     adapter = AutoPeftModelForCausalLM.from_pretrained(out).eval()
     base = AutoModelForCausalLM.from_pretrained(base_dir).eval()
     x = torch.randint(0, base.config.vocab_size, (2, 32), generator=torch.Generator().manual_seed(0))
