@@ -62,9 +62,10 @@ def kernel_docs(cache: Path) -> list[str]:
         cache.mkdir(parents=True, exist_ok=True)
         with gzip.open(out, "wt", encoding="utf-8") as f:
             for d in docs:
-                f.write(json.dumps({"text": d}) + "\n")
+                if d.strip():
+                        f.write(json.dumps({"text": d}) + "\n")
     with gzip.open(out, "rt", encoding="utf-8") as f:
-        return [json.loads(line)["text"] for line in f]
+        return [t for t in (json.loads(line)["text"] for line in f) if t.strip()]
 
 
 def bench_filters(texts: list[str]) -> dict:
@@ -177,7 +178,7 @@ def bench_ray(texts: list[str], work: Path) -> dict:
         for t in texts:
             f.write(json.dumps({"text": t}) + "\n")
     config = work / "ray.yaml"
-    config.write_text(f"""sources: [{{path: "{corpus}", label: corpus}}]
+    config.write_text(f"""sources: [{{path: "{corpus}", label: corpus, language: en}}]
 steps:
   - {{step: fix_unicode}}
   - {{step: normalize}}

@@ -83,6 +83,7 @@ class DataPrepArguments:
             if any(n == name for n, _ in self.parsed_steps):
                 raise ConfigError(f"steps[{i}]: step '{name}' is listed twice")
             self.parsed_steps.append((name, params))
+        self._check_languages_known()
         if self.tasks < 1:
             raise ConfigError(f"tasks must be >= 1, got {self.tasks}")
         if not (0 <= self.validation_size and 0 <= self.test_size and self.validation_size + self.test_size < 1):
@@ -91,6 +92,18 @@ class DataPrepArguments:
             raise ConfigError("executor slurm needs slurm_partition")
         if self.work_dir is None:
             self.work_dir = self.output_dir.rstrip("/") + "_work"
+
+    def _check_languages_known(self) -> None:
+        """A rule limited to some languages would silently skip documents nobody labelled: refuse that config."""
+        if self.step_params("language_id") is not None:
+            return
+        unlabelled = [s.path for s in self.parsed_sources if s.language is None]
+        limited = [n for n, p in self.parsed_steps if p.enabled and p.languages is not None]
+        if unlabelled and limited:
+            raise ConfigError(
+                f"steps {limited} apply only to some languages, but no language_id step labels the documents of "
+                f"{unlabelled}: add {{step: language_id}} or set language: on each source"
+            )
 
     def enabled(self, stage: str) -> list[tuple[str, StepParams]]:
         return [(n, p) for n, p in self.parsed_steps if p.enabled and getattr(STEPS[n], "stage", "document") == stage]

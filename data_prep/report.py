@@ -7,6 +7,7 @@ publish otherwise. report.json holds no timings or absolute paths, so two runs o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections import Counter, defaultdict
@@ -92,7 +93,12 @@ def build_report(layout: Layout, splits_folder: Path, config: dict) -> dict[str,
     removed = []
     if layout.removed.exists():
         removed = [json.loads(line) for line in layout.removed.read_text(encoding="utf-8").splitlines()]
+    fingerprint = hashlib.sha256()
+    for path in sorted(splits_folder.glob("*/*.jsonl")):
+        fingerprint.update(f"{path.parent.name}/{path.name}\n".encode())
+        fingerprint.update(path.read_bytes())
     return {
+        "fingerprint": fingerprint.hexdigest(),  # sha256 of the split files: same input, same config -> same value
         "records_read": read,
         "all_records_accounted": True,
         "documents_out": {s: len(recs) for s, recs in splits.items()},

@@ -33,6 +33,7 @@ class SourceSpec:
     sample_by: str = "line"  # .txt: one document per line, per blank-line paragraph, or per file
     weight: float = 1.0  # share of the train split: 2.0 = each kept train document twice, 0.5 = half of them
     label: str | None = None  # name in the report and in document ids; default: the file or folder name
+    language: str | None = None  # ISO 639-1 code when known (no language_id step needed); language_id overrides it
     name: str | None = None  # Hub dataset config
     split: str = "train"  # Hub dataset split
 
@@ -153,7 +154,7 @@ class SourceReader(PipelineStep):
         for f_idx, path in enumerate(files):
             rel = path.name if root is not None else _relative(path, source)
             fmt = LINE_FORMATS[path.suffix]
-            meta = {"source": source.label, "format": "html" if fmt == "html" else "text"}
+            meta = {"source": source.label, "format": "html" if fmt == "html" else "text", "language": source.language}
             if fmt == "html":
                 where = str(path)
                 try:
@@ -231,7 +232,7 @@ class SourceReader(PipelineStep):
             rel = files[0].name if len(files) == 1 else _relative(files[0].parent, source)
         if source.text_column not in ds.column_names:
             raise ConfigError(f"source {source.path}: no column '{source.text_column}' (columns: {ds.column_names})")
-        meta = {"source": source.label, "format": "text"}
+        meta = {"source": source.label, "format": "text", "language": source.language}
         for row, value in enumerate(ds[source.text_column]):
             where = f"{source.path}#row{row}"
             yield "ok", where, (_text_of(value), f"{source.label}/{rel}#{row}", {**meta, "order": [s_idx, 0, row]})

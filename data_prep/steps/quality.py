@@ -161,6 +161,8 @@ class GopherRepetition(DocStep):
 
     def process(self, doc: Document) -> str | None:
         p, text = self.params, doc.text
+        if not text:
+            return "empty"
         paragraphs = _PARAGRAPH_RE.split(text.strip())
         dup, chars = _find_duplicates(paragraphs)
         if p.dup_para_frac and dup / len(paragraphs) > p.dup_para_frac:

@@ -69,6 +69,7 @@ def test_same_input_same_output_and_rerun_skips_completed_tasks(tiny_run, repo_r
     assert split_hashes(out) == split_hashes(tiny_run) and len(split_hashes(out)) >= 6
     first = json.loads((tiny_run / "report.json").read_text())
     assert json.loads((out / "report.json").read_text()) == first
+    assert len(first["fingerprint"]) == 64
     stats = sorted((tmp_path / "again_work" / "logs").rglob("stats/*.json"))
     mtimes = [p.stat().st_mtime_ns for p in stats]
     run(repo_root, tmp_path / "again")
@@ -87,8 +88,8 @@ def test_bad_records_are_counted_with_file_and_line(repo_root, tmp_path, data_di
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(f"""
 sources:
-  - {{path: "{src}/web.jsonl", label: web}}
-  - {{path: "{src}/notes.txt", label: notes}}
+  - {{path: "{src}/web.jsonl", label: web, language: en}}
+  - {{path: "{src}/notes.txt", label: notes, language: en}}
 steps:
   - {{step: normalize}}
   - {{step: gopher_quality}}
@@ -124,12 +125,14 @@ def test_config_mistakes_stop_before_any_work(tmp_path, capsys):
     assert "c.yaml" in err and "source not found: /nonexistent/corpus.jsonl" in err
     err = _fail(capsys, ["--config", cfg(base + "steps: [{step: gopher_qualty}]\n")])
     assert "unknown step 'gopher_qualty' (did you mean 'gopher_quality'?)" in err
-    err = _fail(capsys, ["--config", cfg(base + "steps: [{step: gopher_quality, min_doc_word: 10}]\n")])
-    assert "unknown parameter 'min_doc_word' (did you mean 'min_doc_words'?)" in err
+    err = _fail(capsys, ["--config", cfg(base + "steps: [{step: pii, emails: true, phone: false}]\n")])
+    assert "unknown parameter 'phone' (did you mean 'phones'?)" in err
     err = _fail(capsys, ["--config", cfg(base + "steps: [{step: c4_quality, min_num_sentences: many}]\n")])
     assert "parameter 'min_num_sentences' has value 'many'" in err
     err = _fail(capsys, ["--config", cfg(base + "steps: [{step: dedup_exact}, {step: pii}]\n")])
     assert "per-document steps come first" in err
+    err = _fail(capsys, ["--config", cfg(base + "steps: [{step: gopher_quality}]\n")])
+    assert "no language_id step labels the documents" in err
     err = _fail(capsys, ["--config", cfg(base + "executer: ray\n")])
     assert "unknown key 'executer' (did you mean 'executor'?)" in err
     err = _fail(capsys, ["--config", cfg(base + "executor: spark\n")])
@@ -139,7 +142,7 @@ def test_config_mistakes_stop_before_any_work(tmp_path, capsys):
 
 def test_failed_run_leaves_previous_output_untouched(repo_root, tmp_path, data_dir):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text('sources: [{path: "${DATA_DIR}/c4_demo/c4_demo.jsonl"}]\nsteps: [{step: gopher_quality}]\n')
+    cfg.write_text('sources: [{path: "${DATA_DIR}/c4_demo/c4_demo.jsonl", language: en}]\nsteps: [{step: gopher_quality}]\n')
     out = main(["--config", str(cfg), "--output_dir", str(tmp_path / "out")])
     before = split_hashes(out)
     broken = tmp_path / "broken.json"
