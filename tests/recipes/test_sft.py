@@ -357,3 +357,16 @@ def test_zero3_two_processes_lora_saves_an_adapter(base_dir, data_dir, tmp_path)
     x = torch.randint(0, base.config.vocab_size, (2, 32), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert (adapter(x).logits - base(x).logits).abs().max() > 1e-4  # trained adapter weights, not empty shards
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (REPO_ROOT / "configs/sft").glob("*.yaml")))
+def test_every_sft_recipe_parses_and_loads_its_mixture(config, data_dir):
+    from llm_recipes.chat_data import load_mixture
+
+    recipe = load_recipe("sft")
+    script_args, args, model_args = recipe.make_parser().parse(["--config", str(REPO_ROOT / "configs/sft" / config)])
+    recipe.check_combination(script_args, args, model_args)
+    data, reports = load_mixture(script_args, seed=args.seed)
+    assert len(data["train"]) > 500 and len(data["test"]) > 20 and all(r.invalid == 0 for r in reports)
+    assert args.assistant_only_loss and args.packing and args.packing_strategy == "bfd"
+    assert (args.deepspeed_plugin is None) and args.eval_strategy == "steps"
