@@ -155,7 +155,9 @@ def test_failed_run_leaves_previous_output_untouched(repo_root, tmp_path, data_d
 
 
 def test_augmentation_only_touches_train(repo_root, tmp_path, tiny_run):
-    cfg = (repo_root / TINY).read_text().replace("{step: augment, enabled: false}", "{step: augment, copies: 1}")
+    tiny = (repo_root / TINY).read_text()
+    cfg = tiny.replace("{step: augment, enabled: false", "{step: augment, enabled: true")
+    assert cfg != tiny
     path = tmp_path / "aug.yaml"
     path.write_text(cfg)
     out = main(["--config", str(path), "--output_dir", str(tmp_path / "aug")])
