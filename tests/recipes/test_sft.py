@@ -256,22 +256,38 @@ def test_early_stopping_keeps_best_checkpoint(base_dir, data_dir, tmp_path):
 
 
 def test_qlora_trains_or_stops_with_a_clear_message(base_dir, data_dir, tmp_path, capsys):
-    config = recipe_config(tmp_path, data_dir, preset="tiny_lora", sources=((ZH, 40),), max_steps=2, eval_steps=2,
-                           save_steps=2)
+    from trl import ModelConfig
+
+    from llm_recipes.config import ConfigError
+
+    recipe = load_recipe("sft")
+    config = recipe_config(tmp_path, data_dir, preset="tiny_lora", sources=((ZH, 40),), max_steps=10, eval_steps=10,
+                           save_steps=10, eval_on_start=True, early_stopping_patience=None)
     args = sft_args(config, base_dir, tmp_path / "q", "--load_in_4bit", "true")
-    if importlib.util.find_spec("bitsandbytes") is None:
+    try:  # what the recipe itself checks first: is bitsandbytes there, and does a 4-bit round trip run here?
+        recipe.check_bitsandbytes(ModelConfig(load_in_4bit=True, use_peft=True))
+    except ConfigError as e:
         err = run_recipe_error("sft", args, capsys)
-        assert "load_in_4bit (QLoRA) needs bitsandbytes, which is not installed" in err
-        assert len(err.strip().splitlines()) == 2 and "Traceback" not in err
+        assert str(e) in err and "Traceback" not in err and len(err.strip().splitlines()) == 2
+        if importlib.util.find_spec("bitsandbytes") is None:
+            assert "load_in_4bit (QLoRA) needs bitsandbytes, which is not installed" in err
         return
-    try:
-        load_recipe("sft").main(args)
-    except SystemExit as e:  # installed, but this machine cannot run its 4-bit kernels
-        assert e.code == 2
-        err = capsys.readouterr().err
-        assert "cannot run 4-bit" in err or "bitsandbytes" in err, err
-    else:
-        assert (tmp_path / "q" / "adapter_model.safetensors").exists()
+    trainer = recipe.main(args)
+    from bitsandbytes.nn import Linear4bit
+
+    quantized = [m for m in trainer.model.modules() if isinstance(m, Linear4bit)]
+    assert len(quantized) == 14  # 7 linear layers x 2 blocks really are 4-bit
+    first, *_, last = eval_losses(tmp_path / "q")
+    assert last < first - 0.3, (first, last)
+    assert (tmp_path / "q" / "adapter_model.safetensors").exists()
+
+
+def test_qlora_without_bitsandbytes_is_one_clear_line(base_dir, data_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as on a machine where it is not installed
+    config = recipe_config(tmp_path, data_dir, preset="tiny_lora")
+    err = run_recipe_error("sft", sft_args(config, base_dir, tmp_path / "q", "--load_in_4bit", "true"), capsys)
+    assert "error: load_in_4bit (QLoRA) needs bitsandbytes, which is not installed" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 2
 
 
 @pytest.mark.parametrize(
