@@ -27,7 +27,7 @@ TO ?= $(CKPT)-consolidated
 
 export DATA_DIR
 
-.PHONY: help install test test-fast demo clean model-info tokenizer pack pretrain consolidate
+.PHONY: help install test test-fast demo clean model-info data tokenizer pack pretrain consolidate
 
 help: ## list the targets
 	@echo "usage: make <target> [CONFIG=path.yaml] [ARGS='--key value ...'] [NPROC=n] [DATA_DIR=dir]"
@@ -52,6 +52,9 @@ test-fast: install ## run the quick tests (skips those marked slow)
 model-info: install ## params, FLOPs/token and ZeRO-3 memory of a preset (CONFIG=configs/model/7b.yaml NUM_GPUS=8)
 	$(PY) -m llm_recipes.model_info --config $(or $(CONFIG),configs/model/7b.yaml) --num_gpus $(NUM_GPUS)
 
+data: install ## clean, filter, dedup and split the raw corpus (CONFIG=configs/data/tiny.yaml; executor: local|ray|slurm)
+	$(PY) -m data_prep --config $(or $(CONFIG),configs/data/tiny.yaml) $(ARGS)
+
 tokenizer: install ## train the byte-level BPE tokenizer + report (CONFIG=configs/tokenizer/tiny.yaml)
 	$(PY) recipes/train_tokenizer.py --config $(or $(CONFIG),configs/tokenizer/tiny.yaml) $(ARGS)
 
@@ -68,6 +71,7 @@ consolidate: install ## turn a (ZeRO) checkpoint into one safetensors model (CKP
 # The demo names its configs itself, so a CONFIG= meant for one stage cannot leak into the others.
 demo: install ## run the whole pipeline on the tiny preset and the shipped data (outputs/tiny/)
 	$(PY) -m llm_recipes.model_info --config configs/model/7b.yaml --num_gpus 8
+	$(PY) -m data_prep --config configs/data/tiny.yaml
 	$(PY) recipes/train_tokenizer.py --config configs/tokenizer/tiny.yaml
 	$(PY) recipes/pack.py --config configs/pack/tiny.yaml
 	$(PY) -m llm_recipes.model_info --config configs/model/tiny.yaml --tokenizer_name_or_path outputs/tiny/tokenizer --num_gpus 1 --seq_len 128

@@ -46,22 +46,51 @@ def run_recipe_error(name: str, argv: list[str], capsys) -> str:
     return capsys.readouterr().err
 
 
+# The shipped samples read directly (English Wikipedia, Shakespeare, web text; Chinese ci, Analects, hotel reviews),
+# so the tests need no data_prep run. The demo's configs/{tokenizer,pack}/tiny.yaml read data_prep's output instead.
+SHIPPED_CORPUS = """
+train_sources:
+  - {path: "${DATA_DIR}/wikitext2/valid.txt", sample_by: line}
+  - {path: "${DATA_DIR}/tinyshakespeare/input.txt", sample_by: paragraph}
+  - {path: "${DATA_DIR}/c4_demo/c4_demo.jsonl"}
+  - {path: "${DATA_DIR}/chinese_poetry/ci.song.0.json", text_column: paragraphs}
+  - {path: "${DATA_DIR}/chinese_poetry/lunyu.json", text_column: paragraphs}
+  - {path: "${DATA_DIR}/chnsenticorp/ChnSentiCorp_htl_all.csv", text_column: review}
+validation_split_size: 0.05
+seed: 42
+"""
+
+
 @pytest.fixture(scope="session")
-def tiny_tokenizer_dir(tmp_path_factory) -> Path:
-    """The tiny demo tokenizer (configs/tokenizer/tiny.yaml, vocab 2048 to be quick), trained once per session."""
+def tokenizer_config(tmp_path_factory) -> Path:
+    """A tokenizer recipe on the shipped corpus (vocab 2048 to be quick)."""
+    path = tmp_path_factory.mktemp("cfg") / "tokenizer.yaml"
+    path.write_text(SHIPPED_CORPUS + "output_dir: unused\nvocab_size: 2048\nmodel_max_length: 1024\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pack_config(tmp_path_factory) -> Path:
+    """A pack recipe on the shipped corpus: the same sources and split as tokenizer_config."""
+    path = tmp_path_factory.mktemp("cfg") / "pack.yaml"
+    path.write_text(SHIPPED_CORPUS + "tokenizer_name_or_path: unused\noutput_dir: unused\nnum_proc: 2\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory, tokenizer_config) -> Path:
+    """The tiny tokenizer (vocab 2048) trained on the shipped English + Chinese corpus, once per session."""
     out = tmp_path_factory.mktemp("tok") / "tokenizer"
-    load_recipe("train_tokenizer").main(
-        ["--config", str(REPO_ROOT / "configs/tokenizer/tiny.yaml"), "--output_dir", str(out), "--vocab_size", "2048"]
-    )
+    load_recipe("train_tokenizer").main(["--config", str(tokenizer_config), "--output_dir", str(out)])
     return out
 
 
 @pytest.fixture(scope="session")
-def tiny_packed_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
-    """The demo corpus (first 4,000 documents) packed into 64-token blocks with the tiny tokenizer."""
+def tiny_packed_dir(tmp_path_factory, tiny_tokenizer_dir, pack_config) -> Path:
+    """The shipped corpus (first 4,000 documents) packed into 64-token blocks with the tiny tokenizer."""
     out = tmp_path_factory.mktemp("packed") / "packed"
     load_recipe("pack").main(
-        ["--config", str(REPO_ROOT / "configs/pack/tiny.yaml"), "--tokenizer_name_or_path", str(tiny_tokenizer_dir),
+        ["--config", str(pack_config), "--tokenizer_name_or_path", str(tiny_tokenizer_dir),
          "--output_dir", str(out), "--block_size", "64", "--max_documents", "4000"]
     )
     return out

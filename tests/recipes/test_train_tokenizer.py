@@ -99,10 +99,10 @@ def test_report_written_for_both_scripts(tiny_tokenizer_dir):
     assert not list(tiny_tokenizer_dir.parent.glob(".*.tmp")), "staging folder left behind"
 
 
-def test_vocab_smaller_than_byte_alphabet_plus_specials_is_a_config_error(repo_root, tmp_path, capsys):
+def test_vocab_smaller_than_byte_alphabet_plus_specials_is_a_config_error(tokenizer_config, tmp_path, capsys):
     err = run_recipe_error(
         "train_tokenizer",
-        ["--config", str(repo_root / "configs/tokenizer/tiny.yaml"), "--output_dir", str(tmp_path / "t"),
+        ["--config", str(tokenizer_config), "--output_dir", str(tmp_path / "t"),
          "--vocab_size", str(min_vocab_size() - 1)],
         capsys,
     )
@@ -110,7 +110,7 @@ def test_vocab_smaller_than_byte_alphabet_plus_specials_is_a_config_error(repo_r
     assert not (tmp_path / "t").exists()
 
 
-def test_corpus_is_streamed_not_listed(repo_root, tmp_path, monkeypatch):
+def test_corpus_is_streamed_not_listed(tokenizer_config, tmp_path, monkeypatch):
     """The trainer gets an iterator of batches; it never sees the corpus as one Python list."""
     import llm_recipes.tokenizer as tokenizer_module
     from conftest import load_recipe
@@ -124,6 +124,6 @@ def test_corpus_is_streamed_not_listed(repo_root, tmp_path, monkeypatch):
 
     recipe = load_recipe("train_tokenizer")
     monkeypatch.setattr(recipe, "train_bpe", spy)
-    recipe.main(["--config", str(repo_root / "configs/tokenizer/tiny.yaml"), "--output_dir", str(tmp_path / "t"),
+    recipe.main(["--config", str(tokenizer_config), "--output_dir", str(tmp_path / "t"),
                  "--vocab_size", "300", "--max_documents", "500"])
     assert seen["type"].__name__ == "generator"
