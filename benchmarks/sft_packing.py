@@ -61,7 +61,8 @@ def main() -> None:
     results: dict[bool, list[dict]] = {True: [], False: []}
     for r in range(args.rounds):
         for packing in (True, False):
-            results[packing].append(run(sft, bench_config, args.model, packing, args.max_steps, work / f"{packing}-{r}"))
+            out = work / f"{packing}-{r}"
+            results[packing].append(run(sft, bench_config, args.model, packing, args.max_steps, out))
             print(f"round {r} packing={packing}: {results[packing][-1]}", flush=True)
     best = {p: max(rs, key=lambda x: x["tokens_per_second"]) for p, rs in results.items()}
     packed, padded = best[True], best[False]

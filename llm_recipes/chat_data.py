@@ -194,11 +194,13 @@ def prompt_completion_to_messages(record: dict) -> list[dict]:
     if prompt is None or completion is None:
         raise InvalidRecord(f"missing field '{'prompt' if prompt is None else 'completion'}'")
     if isinstance(prompt, list) and isinstance(completion, list):  # conversational prompt-completion
-        messages = _turns(record, "prompt", "role", "content", None) + _turns(record, "completion", "role", "content", None)
+        messages = (_turns(record, "prompt", "role", "content", None)
+                    + _turns(record, "completion", "role", "content", None))
         if not all(m["role"] == "assistant" for m in messages[len(prompt):]):
             raise InvalidRecord("completion holds a non-assistant turn")
         return _check(messages)
-    messages = [{"role": "user", "content": _text(record, "prompt")}, {"role": "assistant", "content": _text(record, "completion")}]
+    messages = [{"role": "user", "content": _text(record, "prompt")},
+                {"role": "assistant", "content": _text(record, "completion")}]
     return _check(_with_system(record, messages))
 
 
@@ -212,7 +214,8 @@ def self_instruct_to_messages(record: dict) -> list[list[dict]]:
         if not isinstance(inst, dict):
             raise InvalidRecord(f"instances[{i}] is not a mapping")
         try:
-            out.append(alpaca_to_messages({"instruction": instruction, "input": inst.get("input"), "output": inst.get("output")}))
+            out.append(alpaca_to_messages(
+                {"instruction": instruction, "input": inst.get("input"), "output": inst.get("output")}))
         except InvalidRecord as e:
             raise InvalidRecord(f"instances[{i}]: {e}") from None
     return out
@@ -306,7 +309,8 @@ def load_raw(source: ChatSource) -> tuple[datasets.Dataset, str]:
                                      split=source.split), str(data_files)
     files = resolve_files(TextSource(path=source.path))
     if files is None:  # a Hub dataset (needs network, or the local cache)
-        return datasets.load_dataset(source.path, source.name, data_dir=source.data_dir, split=source.split), source.path
+        ds = datasets.load_dataset(source.path, source.name, data_dir=source.data_dir, split=source.split)
+        return ds, source.path
     for path in files:
         check_local_file(path)  # not UTF-8 / broken JSON -> file and line, not an Arrow stack trace
     builder = BUILDERS[files[0].suffix]
@@ -348,7 +352,9 @@ def load_source(source: ChatSource, max_invalid_share: float, seed: int) -> tupl
     return valid, report
 
 
-def split_source(ds: datasets.Dataset, test_split_size: float, seed: int) -> tuple[datasets.Dataset, datasets.Dataset | None]:
+def split_source(
+    ds: datasets.Dataset, test_split_size: float, seed: int
+) -> tuple[datasets.Dataset, datasets.Dataset | None]:
     size = int(test_split_size) if test_split_size >= 1 else test_split_size
     if not test_split_size or (size if isinstance(size, int) else round(size * len(ds))) < 1 or len(ds) < 2:
         return ds.shuffle(seed=seed), None

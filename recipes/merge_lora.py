@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)  # its CPU import warning: see recipes/sft.py
+
+from peft import PeftModel  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig  # noqa: E402
 
 from llm_recipes.atomic import publish_dir
 from llm_recipes.config import ConfigError, RecipeParser
@@ -29,7 +32,9 @@ logger = logging.getLogger("merge_lora")
 
 @dataclass
 class MergeArguments:
-    adapter_dir: str = field(metadata={"help": "peft adapter folder (adapter_config.json + adapter_model.safetensors)."})
+    adapter_dir: str = field(
+        metadata={"help": "peft adapter folder (adapter_config.json + adapter_model.safetensors)."}
+    )
     output_dir: str = field(metadata={"help": "Folder for the merged model (replaced atomically when it exists)."})
     base_model_name_or_path: str | None = field(
         default=None, metadata={"help": "Base model folder or Hub id; default: base_model_name_or_path of the adapter."}

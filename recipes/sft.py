@@ -25,7 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import trl
+
+# bitsandbytes 0.50 on CPU warns at import that its optional Hub kernel (`kernels`) is missing; nothing is fetched at
+# run time here, and its built-in 4-bit fallback is what QLoRA uses and the tests check.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+import trl  # noqa: E402
 from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
 from transformers.trainer_callback import ProgressCallback
 from trl import ModelConfig, SFTTrainer, get_peft_config, get_quantization_config
@@ -134,7 +139,8 @@ def load_tokenizer(script_args: ScriptArguments, model_args: ModelConfig, args: 
     if args.chat_template_path is None and not tokenizer.chat_template:
         raise ConfigError(f"tokenizer {name} has no chat template: train one with make tokenizer or set "
                           "chat_template_path")
-    if args.assistant_only_loss and args.chat_template_path is None and not has_generation_markers(tokenizer.chat_template):
+    template = tokenizer.chat_template
+    if args.assistant_only_loss and args.chat_template_path is None and not has_generation_markers(template):
         logger.warning("the chat template of %s has no {%% generation %%} markers: TRL swaps in its training template "
                        "where it knows the model family, and fails otherwise", name)
     return tokenizer
@@ -144,7 +150,7 @@ def load_tokenizer(script_args: ScriptArguments, model_args: ModelConfig, args: 
 
 
 class TokenShareCollator:
-    """Wraps SFTTrainer's collator and records, per batch, the real tokens and the slots they occupy.
+    """Wraps SFTTrainer's collator and records, per batch (per process), the real tokens and the slots they fill.
 
     Packed (bfd): a row is a bin of max_length slots, so share = tokens / (rows * max_length). Padded: rows are
     padded to the longest one, so share = tokens / (rows * longest). The counts ride in the batch and are popped
@@ -210,7 +216,7 @@ def set_stop_tokens(model, tokenizer) -> None:
 
 
 def save_final(trainer: SFTTrainer, output_dir: str) -> None:
-    """Model (consolidated under ZeRO-3) or adapter + tokenizer, written to a staging folder and moved in file by file."""
+    """Model (consolidated under ZeRO-3) or adapter + tokenizer: written to a staging folder, moved in file by file."""
     staging = Path(output_dir) / ".final-staging"
     base = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
     base.config.use_cache = True  # trained without a KV cache (packing needs it off); inference wants it
@@ -260,13 +266,14 @@ def build_trainer(script_args: ScriptArguments, args: SFTConfig, model_args: Mod
                 report["train"], report["test"], report["records"], report["invalid_dropped"])
 
     set_seed(args.seed)
+    # use_cache False: packed rows get their block-diagonal mask only without a KV cache (FINDINGS §1b)
     args.model_init_kwargs = {"revision": model_args.model_revision, "dtype": model_args.dtype,
-                              "attn_implementation": model_args.attn_implementation,
-                              "use_cache": False,  # packed rows: the block-diagonal mask needs no KV cache (FINDINGS §1b)
+                              "attn_implementation": model_args.attn_implementation, "use_cache": False,
                               **(args.model_init_kwargs or {})}
     callbacks = [CheckpointCompleteCallback()]
     if script_args.early_stopping_patience is not None:
-        callbacks.append(EarlyStoppingCallback(script_args.early_stopping_patience, script_args.early_stopping_threshold))
+        callbacks.append(
+            EarlyStoppingCallback(script_args.early_stopping_patience, script_args.early_stopping_threshold))
     try:
         trainer = RecipeSFTTrainer(
             model=model_args.model_name_or_path,
@@ -308,7 +315,8 @@ def main(argv: list[str] | None = None) -> SFTTrainer:
     log_partition(trainer.model, args)
     if trainer.is_world_process_zero():
         write_run_info(args.output_dir, script_args, args, model_args, recipe="sft")
-        atomic_write_text(Path(args.output_dir) / "data_report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        atomic_write_text(Path(args.output_dir) / "data_report.json",
+                          json.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
     trainer.train(resume_from_checkpoint=resume)
     evaluated = [e["step"] for e in trainer.state.log_history if "eval_loss" in e]
@@ -317,17 +325,21 @@ def main(argv: list[str] | None = None) -> SFTTrainer:
         metrics = trainer.evaluate()
         trainer.save_metrics("eval", metrics)
     if trainer.state.best_model_checkpoint and trainer.is_world_process_zero():
-        logger.info("best checkpoint: %s (eval_loss %.4f)", trainer.state.best_model_checkpoint, trainer.state.best_metric)
+        logger.info("best checkpoint: %s (eval_loss %.4f)", trainer.state.best_model_checkpoint,
+                    trainer.state.best_metric)
     save_final(trainer, args.output_dir)
     if trainer.is_world_process_zero():
         logger.info("%s saved to %s", "adapter" if model_args.use_peft else "model", args.output_dir)
     if script_args.sample_prompt and args.world_size == 1:
-        sample = sample_generation(trainer.model, tokenizer, script_args.sample_prompt, script_args.sample_max_new_tokens)
-        atomic_write_text(Path(args.output_dir) / "sample_generation.json", json.dumps(sample, indent=2, ensure_ascii=False) + "\n")
+        sample = sample_generation(trainer.model, tokenizer, script_args.sample_prompt,
+                                   script_args.sample_max_new_tokens)
+        atomic_write_text(Path(args.output_dir) / "sample_generation.json",
+                          json.dumps(sample, indent=2, ensure_ascii=False) + "\n")
         print(f"--- sample generation ({sample['new_tokens']} tokens, stopped at {sample['stopped_at']}) ---\n"
               f"{sample['rendered_prompt']}{sample['completion']}", flush=True)
-    if args.push_to_hub:
-        trainer.push_to_hub(dataset_name=[r["source"] for r in report["sources"]])
+    if args.push_to_hub:  # output_dir (model or adapter, tokenizer, card) to hub_model_id; checkpoints stay local
+        hub_sources = [s.path for s in script_args.datasets if not os.path.exists(os.path.expandvars(s.path))]
+        trainer.push_to_hub(dataset_name=", ".join(hub_sources) or None)
     return trainer
 
 

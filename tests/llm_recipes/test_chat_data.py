@@ -15,7 +15,9 @@ def tokenizer(tiny_tokenizer_dir):
 
 def raw_records(path):
     text = path.read_text(encoding="utf-8")
-    return [json.loads(line) for line in text.splitlines() if line.strip()] if path.suffix == ".jsonl" else json.loads(text)
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return json.loads(text)
 
 
 def assert_renders(messages, tokenizer):

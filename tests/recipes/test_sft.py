@@ -325,7 +325,8 @@ def test_invalid_records_stop_the_recipe_naming_file_and_record(base_dir, data_d
 
 def launch_zero3(config, base_dir, out, port, *extra):
     cmd = [*ACCELERATE, "--config_file", str(REPO_ROOT / "launch/accelerate/zero3.yaml"), "--num_processes", "2",
-           "--main_process_port", str(port), str(REPO_ROOT / "recipes/sft.py"), *sft_args(config, base_dir, out, *extra)]
+           "--main_process_port", str(port), str(REPO_ROOT / "recipes/sft.py"),
+           *sft_args(config, base_dir, out, *extra)]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
