@@ -192,7 +192,7 @@ def test_lora_sft_adapter_and_merge(base_dir, data_dir, tmp_path):
 
     out = tmp_path / "lora"
     config = recipe_config(tmp_path, data_dir, preset="tiny_lora", max_steps=30, eval_steps=30, save_steps=30,
-                           eval_on_start=True)
+                           eval_on_start=True, use_rslora=True)  # the YAML switch reaches peft
     load_recipe("sft").main(sft_args(config, base_dir, out))
     first, *_, last = eval_losses(out)
     assert last < first - 0.5, (first, last)
@@ -200,6 +200,9 @@ def test_lora_sft_adapter_and_merge(base_dir, data_dir, tmp_path):
     assert not (out / "model.safetensors").exists()
     adapter_cfg = json.loads((out / "adapter_config.json").read_text())
     assert adapter_cfg["r"] == 16 and set(adapter_cfg["target_modules"]) >= {"q_proj", "down_proj"}
+    assert adapter_cfg["use_rslora"] and not adapter_cfg["use_dora"]
+    dora = build(config, base_dir, tmp_path / "dora", "--use_dora", "true", "--lora_dropout", "0.1").model.peft_config
+    assert dora["default"].use_dora and dora["default"].lora_dropout == 0.1
 
     merged_dir = load_recipe("merge_lora").main(["--adapter_dir", str(out), "--output_dir", str(tmp_path / "merged")])
     adapter = AutoPeftModelForCausalLM.from_pretrained(out).eval()
@@ -221,7 +224,7 @@ def test_merge_non_zero_initialised_adapter(base_dir, tmp_path):
     torch.manual_seed(1)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
                            LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False,
-                                      use_rslora=True, task_type="CAUSAL_LM"))
+                                      use_rslora=True, use_dora=True, task_type="CAUSAL_LM"))
     model.save_pretrained(tmp_path / "adapter")
     merged_dir = load_recipe("merge_lora").main(["--adapter_dir", str(tmp_path / "adapter"), "--output_dir",
                                                  str(tmp_path / "merged")])
