@@ -98,12 +98,21 @@ def split_words(text: str) -> list[str]:
     out: list[str] = []
     chunk = _rules.chunk
     specials = _rules.specials
+    cache = _chunk_cache
+    if len(cache) > 200_000:  # bounded memory on a long run; chunks like "the," and "it." repeat all the time
+        cache.clear()
     for piece in text.split():
         if piece.isalpha() and piece not in specials:
             out.append(piece)
         else:
-            out.extend(chunk(piece))
+            tokens = cache.get(piece)
+            if tokens is None:
+                tokens = cache[piece] = chunk(piece)
+            out.extend(tokens)
     return out
+
+
+_chunk_cache: dict[str, list[str]] = {}
 
 
 _cache: tuple[str, str, list[str]] | None = None

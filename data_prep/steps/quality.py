@@ -58,7 +58,8 @@ class GopherQuality(DocStep):
         p, text = self.params, doc.text
         words = words_of(text, doc.metadata.get("language", "en"))
         n_words = len(words)
-        non_symbol = [w for w in words if any(ch not in PUNCTUATION_SET for ch in w)]
+        punct = PUNCTUATION_SET.issuperset  # a word of punctuation only is a "symbol"
+        non_symbol = [w for w in words if not punct(w)]
         if p.min_doc_words and len(non_symbol) < p.min_doc_words:
             return "gopher_short_doc"
         if p.max_doc_words and len(non_symbol) > p.max_doc_words:
@@ -84,7 +85,7 @@ class GopherQuality(DocStep):
         ) / len(lines) > p.max_ellipsis_lines_ratio:
             return "gopher_too_many_end_ellipsis"
         if p.max_non_alpha_words_ratio and sum(
-            any(c.isalpha() for c in w) for w in words
+            w.isalpha() or _HAS_ALPHA(w) is not None for w in words
         ) / n_words < p.max_non_alpha_words_ratio:
             return "gopher_below_alpha_threshold"
         if p.min_stop_words and len(set(p.stop_words).intersection(words)) < p.min_stop_words:
@@ -136,8 +137,9 @@ def _top_ngram_chars(words: list[str], n: int, joiner: int = 1, min_count: int =
 def _all_duplicate_chars(words: list[str], n: int) -> int:
     seen: set[tuple[str, ...]] = set()
     repeated, idx, end = 0, 0, len(words) - n + 1
+    grams = list(zip(*(words[i:] for i in range(n))))  # built in C, much faster than slicing per position
     while idx < end:
-        gram = tuple(words[idx : idx + n])
+        gram = grams[idx]
         if gram in seen:
             repeated += sum(map(len, gram))
             idx += n
@@ -147,6 +149,7 @@ def _all_duplicate_chars(words: list[str], n: int) -> int:
     return repeated
 
 
+_HAS_ALPHA = re.compile(r"[^\W\d_]").search  # str.isalpha on any character, in one C call
 _PARAGRAPH_RE = re.compile(r"\n{2,}")
 _PUNCT_ONLY = re.compile(r"[\W_]+")
 _LINES_RE = re.compile(r"\n+")
