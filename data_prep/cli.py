@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
 
 # Nothing in this pipeline may download at run time: the steps' models ship in their wheels.
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
@@ -36,9 +38,13 @@ def main(argv: list[str] | None = None):
         submit_slurm(args, layout)
         print(f"data_prep: submitted the Slurm job chain; scripts and logs in {layout.logs}")
         return None
-    run_stages(args, layout)
+    timings = run_stages(args, layout)
     from data_prep.publish import publish
 
+    start = time.perf_counter()
     out = publish(args)
-    print(f"data_prep: wrote {out} (report.md, report.json, train/ validation/ test/)")
+    timings["publish"] = round(time.perf_counter() - start, 2)
+    # Wall times vary run to run: kept out of report.json, which must compare equal across runs and executors.
+    (out / "timing.json").write_text(json.dumps({"executor": args.executor, "seconds": timings}, indent=2) + "\n")
+    print(f"data_prep: wrote {out} (report.md, report.json, train/ validation/ test/); seconds per stage: {timings}")
     return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,20 +127,25 @@ class StageFailed(RuntimeError):
     pass
 
 
-def run_stages(args: DataPrepArguments, layout: Layout) -> None:
-    """Local / Ray: run the stages in order; stop with an error when any task of a stage did not complete."""
+def run_stages(args: DataPrepArguments, layout: Layout) -> dict[str, float]:
+    """Local / Ray: run the stages in order; stop with an error when any task of a stage did not complete.
+    Returns the wall time of each stage in seconds."""
     if args.executor == "ray":
         import ray
 
         if not ray.is_initialized():
             ray.init(address=args.ray_address, num_cpus=None if args.ray_address else max(args.workers, 1)
                      if args.workers > 0 else None)
+    timings = {}
     for stage, pipeline in stage_pipelines(args, layout).items():
         executor = make_executor(args, layout, stage, pipeline)
+        start = time.perf_counter()
         executor.run()
+        timings[stage] = round(time.perf_counter() - start, 2)
         incomplete = executor.get_incomplete_ranks(range(stage_tasks(args, stage)))
         if incomplete:
             raise StageFailed(f"stage {stage}: tasks {incomplete} did not complete; see {layout.stage_logs(stage)}/logs")
+    return timings
 
 
 def submit_slurm(args: DataPrepArguments, layout: Layout):
