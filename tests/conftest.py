@@ -1,13 +1,11 @@
 """Shared test fixtures. Tests run on the real data in DATA_DIR (default ../shared/data), never on Hub downloads."""
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(os.environ.get("DATA_DIR", REPO_ROOT.parent / "shared" / "data")).resolve()
+from testkit import DATA_DIR, REPO_ROOT, SHIPPED_CORPUS, load_recipe
 
 # Nothing in the test suite may reach the Hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -25,40 +23,6 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
-
-
-def load_recipe(name: str):
-    """Import recipes/<name>.py as a module (recipes are scripts, not a package) to call its main(argv)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO_ROOT / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_recipe_error(name: str, argv: list[str], capsys) -> str:
-    """Run a recipe that must refuse its input: returns stderr, asserts the usage-error exit code 2."""
-    with pytest.raises(SystemExit) as exc:
-        load_recipe(name).main(argv)
-    assert exc.value.code == 2
-    return capsys.readouterr().err
-
-
-# The shipped samples read directly (English Wikipedia, Shakespeare, web text; Chinese ci, Analects, hotel reviews),
-# so the tests need no data_prep run. The demo's configs/{tokenizer,pack}/tiny.yaml read data_prep's output instead.
-SHIPPED_CORPUS = """
-train_sources:
-  - {path: "${DATA_DIR}/wikitext2/valid.txt", sample_by: line}
-  - {path: "${DATA_DIR}/tinyshakespeare/input.txt", sample_by: paragraph}
-  - {path: "${DATA_DIR}/c4_demo/c4_demo.jsonl"}
-  - {path: "${DATA_DIR}/chinese_poetry/ci.song.0.json", text_column: paragraphs}
-  - {path: "${DATA_DIR}/chinese_poetry/lunyu.json", text_column: paragraphs}
-  - {path: "${DATA_DIR}/chnsenticorp/ChnSentiCorp_htl_all.csv", text_column: review}
-validation_split_size: 0.05
-seed: 42
-"""
 
 
 @pytest.fixture(scope="session")
@@ -94,10 +58,3 @@ def tiny_packed_dir(tmp_path_factory, tiny_tokenizer_dir, pack_config) -> Path:
          "--output_dir", str(out), "--block_size", "64", "--max_documents", "4000"]
     )
     return out
-
-
-def pretrain_args(packed_dir: Path, output_dir: Path, *extra: str) -> list[str]:
-    """CLI of a quick tiny-preset pretraining run on the packed test data."""
-    return ["--config", str(REPO_ROOT / "configs/pretrain/tiny.yaml"), "--dataset_path", str(packed_dir),
-            "--output_dir", str(output_dir), "--report_to", "none", "--per_device_train_batch_size", "8",
-            "--warmup_steps", "5", *extra]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from conftest import load_recipe, run_recipe_error
+from testkit import load_recipe, run_recipe_error
 
 
 def write_jsonl(path, texts):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaForCausalLM, Trainer
 
-from conftest import REPO_ROOT, load_recipe, pretrain_args, run_recipe_error
+from testkit import REPO_ROOT, load_recipe, pretrain_args, run_recipe_error
 from llm_recipes.model import ModelArguments, build_llama_config
 from llm_recipes.training import CHECKPOINT_COMPLETE
 

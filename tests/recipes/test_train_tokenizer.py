@@ -3,7 +3,7 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from conftest import run_recipe_error
+from testkit import run_recipe_error
 from llm_recipes.corpus import script_language
 from llm_recipes.tokenizer import min_vocab_size
 
@@ -113,7 +113,7 @@ def test_vocab_smaller_than_byte_alphabet_plus_specials_is_a_config_error(tokeni
 def test_corpus_is_streamed_not_listed(tokenizer_config, tmp_path, monkeypatch):
     """The trainer gets an iterator of batches; it never sees the corpus as one Python list."""
     import llm_recipes.tokenizer as tokenizer_module
-    from conftest import load_recipe
+    from testkit import load_recipe
 
     seen = {}
     real_train = tokenizer_module.train_bpe
