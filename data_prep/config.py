@@ -22,7 +22,9 @@ class DataPrepArguments:
         default_factory=list,
         metadata={"help": "Sources: list of {path, text_column, sample_by, weight, label, name, split}. path is a local "
                   "file / folder / glob (.jsonl .txt .html .json .csv .tsv .parquet; ${DATA_DIR} expands) or a Hub "
-                  "dataset. weight repeats (2.0) or subsamples (0.5) a source's train documents."},
+                  "dataset (needs network: run with HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0, since data_prep defaults both to "
+                  "1). weight repeats (2.0) or subsamples (0.5) a source's train documents; language (ISO 639-1) "
+                  "labels a source whose language is known."},
     )
     steps: list[str] = field(
         default_factory=list,

@@ -169,3 +169,20 @@ def test_augmentation_only_touches_train(repo_root, tmp_path, tiny_run):
     assert len(augmented) == len(plain) and all("#aug0" in r["id"] for r in augmented)
     assert [r for r in train if not r["augmented"]] == plain
     assert sum(a["text"] != p["text"] for a, p in zip(augmented, plain)) > 0.9 * len(plain)
+
+
+def test_every_key_and_step_parameter_has_help(capsys):
+    import dataclasses
+
+    from data_prep.config import DataPrepArguments
+    from data_prep.steps import STEPS
+
+    missing = [f.name for f in dataclasses.fields(DataPrepArguments) if f.init and not f.metadata.get("help")]
+    for name, cls in STEPS.items():
+        missing += [f"{name}.{f.name}" for f in dataclasses.fields(cls.Params) if not f.metadata.get("help")]
+    assert not missing
+    with pytest.raises(SystemExit) as exc:
+        main(["--list_steps"])
+    assert exc.value.code == 0
+    listing = capsys.readouterr().out
+    assert all(f"{name}:" in listing for name in STEPS) and "min_doc_words = 50" in listing
