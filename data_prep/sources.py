@@ -113,11 +113,17 @@ class SourceReader(PipelineStep):
         self._bad: list[dict] = []
         counter = 0
         for s_idx, source in enumerate(self.sources):
-            for record in self._records(s_idx, source):
-                mine = counter % world_size == rank
-                counter += 1
-                if not mine:
-                    continue
+            files = source.files()
+            # Many files: each task reads only its own files (no task reads the whole corpus). Fewer files than tasks:
+            # every task walks the records and keeps every world_size-th one, so one big file still spreads out.
+            by_file = files is not None and len(files) >= world_size and FORMATS[files[0].suffix] in LINE_FORMATS.values()
+            own_files = {i for i in range(len(files)) if i % world_size == rank} if by_file else None
+            for record in self._records(s_idx, source, own_files):
+                if not by_file:
+                    mine = counter % world_size == rank
+                    counter += 1
+                    if not mine:
+                        continue
                 self.stat_update("records_read")
                 kind, where, payload = record
                 if kind == "bad":
@@ -145,13 +151,15 @@ class SourceReader(PipelineStep):
                 f.write(json.dumps(item, ensure_ascii=False) + "\n")
 
     # Each record is ("ok", where, (text, id, metadata)) or ("bad", where, reason); the reader counts both kinds.
-    def _records(self, s_idx: int, source: SourceSpec):
+    def _records(self, s_idx: int, source: SourceSpec, own_files: set[int] | None = None):
         files = source.files()
         if files is None or FORMATS[files[0].suffix] in TABLE_FORMATS.values():
             yield from self._table_records(s_idx, source, files)
             return
         root = Path(os.path.expandvars(source.path)).parent if len(files) == 1 else None
         for f_idx, path in enumerate(files):
+            if own_files is not None and f_idx not in own_files:
+                continue
             rel = path.name if root is not None else _relative(path, source)
             fmt = LINE_FORMATS[path.suffix]
             meta = {"source": source.label, "format": "html" if fmt == "html" else "text", "language": source.language}

@@ -186,3 +186,32 @@ def test_every_key_and_step_parameter_has_help(capsys):
     assert exc.value.code == 0
     listing = capsys.readouterr().out
     assert all(f"{name}:" in listing for name in STEPS) and "min_doc_words = 50" in listing
+
+
+def test_result_does_not_depend_on_the_number_of_tasks(tmp_path):
+    """Files are dealt to tasks when there are enough of them, records otherwise; splits are decided by text hash
+    and duplicates by source order, so 1 task and 3 tasks give the same documents in the same splits."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("""
+sources:
+  - {path: "${DATA_DIR}/c4_demo/c4_demo.jsonl", label: c4}
+  - {path: "${DATA_DIR}/trafilatura_html/cache", label: html}
+  - {path: "${DATA_DIR}/chinese_poetry/poet.tang.0.json", text_column: paragraphs, label: tang}
+steps:
+  - {step: extract_html}
+  - {step: normalize}
+  - {step: opencc}
+  - {step: language_id}
+  - {step: gopher_quality}
+  - {step: zh_quality, min_chars: 20, short_line_chars: 4}
+  - {step: dedup_exact}
+  - {step: dedup_minhash}
+""")
+
+    def content(tasks: int):
+        out = main(["--config", str(cfg), "--output_dir", str(tmp_path / f"t{tasks}"), "--tasks", str(tasks)])
+        return sorted((s, r["id"], r["text"]) for s in ("train", "validation", "test") for r in records(out, s))
+
+    one, three = content(1), content(3)
+    assert one == three and len(one) > 500
+    assert len(list((tmp_path / "t3" / "train").glob("*.jsonl"))) == 3
