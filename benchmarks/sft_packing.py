@@ -52,7 +52,7 @@ def main() -> None:
     args = cli.parse_args()
 
     config = yaml.safe_load((REPO_ROOT / args.config).read_text())
-    config.update({"eval_strategy": "no", "test_split_size": 0, "load_best_model_at_end": False,
+    config.update({"eval_strategy": "no", "eval_on_start": False, "test_split_size": 0, "load_best_model_at_end": False,
                    "early_stopping_patience": None, "save_strategy": "no", "report_to": "none", "sample_prompt": None})
     work = Path(tempfile.mkdtemp(prefix="sft_packing_"))
     bench_config = work / "bench.yaml"

@@ -340,6 +340,8 @@ def main(argv: list[str] | None = None) -> SFTTrainer:
     if args.push_to_hub:  # output_dir (model or adapter, tokenizer, card) to hub_model_id; checkpoints stay local
         hub_sources = [s.path for s in script_args.datasets if not os.path.exists(os.path.expandvars(s.path))]
         trainer.push_to_hub(dataset_name=", ".join(hub_sources) or None)
+    trainer.accelerator.wait_for_everyone()  # every rank done before any tears its process group down
+    trainer.end()  # close the trackers and the process group before exit, as `trl sft` does
     return trainer
 
 
