@@ -21,3 +21,11 @@ def tang_poems(data_dir) -> list[str]:
 def song_ci(data_dir) -> list[str]:
     poems = json.loads((data_dir / "chinese_poetry" / "ci.song.0.json").read_text(encoding="utf-8"))
     return ["\n".join(p["paragraphs"]) for p in poems]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(repo_root, tmp_path_factory):
+    """`make data` on configs/data/tiny.yaml, once per session."""
+    from dp_helpers import run
+
+    return run(repo_root, tmp_path_factory.mktemp("run") / "tiny")

@@ -6,15 +6,15 @@ import re
 import stat
 
 import pytest
-from test_pipeline import TINY, run, split_hashes
+from dp_helpers import TINY, run, split_hashes
 
 from data_prep.cli import main
 
 
 @pytest.mark.slow
-def test_ray_gives_byte_identical_output_and_report(repo_root, tmp_path):
+def test_ray_gives_byte_identical_output_and_report(repo_root, tmp_path, tiny_run):
     ray = pytest.importorskip("ray")
-    local = run(repo_root, tmp_path / "local")
+    local = tiny_run
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         on_ray = run(repo_root, tmp_path / "ray", "--executor", "ray")

@@ -1,33 +1,12 @@
 """`python -m data_prep` end to end on the shipped corpora: splits, report, determinism, reruns, bad input."""
 
-import hashlib
 import json
-from pathlib import Path
 
 import pytest
 
+from dp_helpers import TINY, records, run, split_hashes
+
 from data_prep.cli import main
-
-TINY = "configs/data/tiny.yaml"
-
-
-def run(repo_root, out: Path, *extra: str, config: str = TINY) -> Path:
-    return main(["--config", str(repo_root / config), "--output_dir", str(out), *extra])
-
-
-def split_hashes(out: Path) -> dict[str, str]:
-    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(out.glob("*/*.jsonl")) if p.parts[-2] in ("train", "validation", "test")}
-
-
-def records(out: Path, split: str) -> list[dict]:
-    return [json.loads(line) for p in sorted((out / split).glob("*.jsonl")) for line in p.read_text().splitlines()]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(repo_root, tmp_path_factory) -> Path:
-    return run(repo_root, tmp_path_factory.mktemp("run") / "tiny")
-
 
 def test_make_data_writes_clean_splits_and_report(tiny_run, repo_root):
     out = tiny_run
