@@ -26,6 +26,11 @@ def test_make_data_writes_clean_splits_and_report(tiny_run, repo_root):
     assert any(r["source"] == "html" for r in train)
     ids = [r["id"] for s in ("train", "validation", "test") for r in records(out, s)]
     assert len(ids) == len(set(ids))
+    # write_dropped: every dropped document is written aside with its step and reason.
+    aside = [json.loads(line) for p in (out / "dropped").glob("*/*.jsonl") for line in p.read_text().splitlines()]
+    assert len(aside) == sum(r["dropped"] for r in report["funnel"])
+    assert {(d["metadata"]["drop_step"], d["metadata"]["drop_reason"]) for d in aside} >= {
+        ("language_id", "language_not_kept"), ("gopher_quality", "gopher_short_doc"), ("dedup", "exact_duplicate")}
     # lunyu has weight 2: its train documents appear twice, its validation/test documents once.
     lunyu = [r["id"] for r in train if r["source"] == "lunyu"]
     assert sum(i.endswith("#rep1") for i in lunyu) == len(lunyu) // 2
