@@ -1,7 +1,8 @@
 """Quality rules: Gopher quality and repetition, C4 and FineWeb for English (published defaults), and a Chinese variant.
 
-The English rules are datatrove's (same thresholds, same order, same drop reasons) with words from one regex split
-memoised per document instead of a spaCy call per rule; benchmarks/data_prep_bench.py checks that the decisions agree.
+The English rules are datatrove's (same thresholds, same order, same drop reasons), with words split once per document
+by spaCy's own tokenizer rules (data_prep.text) instead of a spaCy Doc per rule and per line; tests/data_prep/test_rules.py
+and benchmarks/data_prep_bench.py check that the decisions agree.
 Gopher's repetition rules are character fractions and carry over to Chinese once words come from jieba (what
 FineWeb-2 does with language-specific word splitters). The length, punctuation and line rules that assume spaces and
 ASCII punctuation are replaced for Chinese by `zh_quality`, which counts characters.
