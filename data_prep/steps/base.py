@@ -46,12 +46,11 @@ class DocStep(PipelineStep):
     Params: ClassVar[type[StepParams]] = StepParams
 
     def __init__(self, params: StepParams, dropped_folder: str | None = None, seed: int = 0):
-        self.name = params_name = self.step_name
+        self.name = self.step_name  # before PipelineStep.__init__, which names the stats after it
         super().__init__()
         self.params = params
         self.seed = seed
         self.dropped_folder = dropped_folder
-        self._label = params_name
 
     def process(self, doc: Document) -> str | None:
         """Rewrite `doc` in place; return None to keep it or a short reason (snake_case) to drop it."""
