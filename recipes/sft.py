@@ -118,10 +118,10 @@ def check_bitsandbytes(model_args: ModelConfig) -> None:
                           f"--load_in_{bits[0]}bit false") from None
     device = "cuda" if torch.cuda.is_available() else "cpu"
     try:  # a real k-bit round trip on the device the model will use
-        x = torch.randn(64, 64, device=device, dtype=torch.float32)
-        if model_args.load_in_4bit:
+        x = torch.randn(64, 64, generator=torch.Generator().manual_seed(0)).to(device)
+        if model_args.load_in_4bit:  # NF4/FP4 of N(0, 1): mean abs error ~0.07
             q, state = bnb.functional.quantize_4bit(x, quant_type=model_args.bnb_4bit_quant_type)
-            ok = torch.allclose(bnb.functional.dequantize_4bit(q, state).float(), x, atol=0.5)
+            ok = (bnb.functional.dequantize_4bit(q, state).float() - x).abs().mean().item() < 0.2
         else:
             ok = bnb.functional.int8_vectorwise_quant(x.half())[0].dtype == torch.int8
     except Exception as e:  # noqa: BLE001 - any failure of the kernel means: cannot run here
