@@ -47,7 +47,7 @@ def funnel(layout: Layout) -> list[dict[str, Any]]:
             step = name.removeprefix("data_prep: ")
             drops = {k.removeprefix("dropped_"): int(v) for k, v in sorted(stats.items()) if k.startswith("dropped_")}
             extra = {k: int(v) for k, v in sorted(stats.items())
-                     if k.startswith(("replaced_", "language_", "lines_removed", "traditional", "docs_out_",
+                     if k.startswith(("replaced_", "language_", "lines_removed", "documents_with_", "docs_out_",
                                       "weight_repeats", "augmented_copies"))}
             rows.append({
                 "stage": stage,
@@ -150,12 +150,13 @@ def markdown(report: dict[str, Any]) -> str:
     for s, n in report["documents_out"].items():
         langs = ", ".join(f"{k} {v}" for k, v in report["languages"][s].items())
         lines.append(f"| {s} | {n:,} | {report['characters_out'][s]:,} | {langs} |")
-    lines += ["", "## Funnel", "", "| stage | step | docs in | docs out | chars out | dropped | reasons |",
-              "|---|---|---:|---:|---:|---:|---|"]
+    lines += ["", "## Funnel", "", "| stage | step | docs in | docs out | chars out | dropped | reasons | counts |",
+              "|---|---|---:|---:|---:|---:|---|---|"]
     for r in report["funnel"]:
         reasons = ", ".join(f"{k} {v}" for k, v in r["drops"].items())
+        counts = ", ".join(f"{k} {v}" for k, v in r.get("counts", {}).items())  # lines removed, PII replaced, ...
         lines.append(f"| {r['stage']} | {r['step']} | {r['docs_in']:,} | {r['docs_out']:,} | {r['chars_out']:,} | "
-                     f"{r['dropped']:,} | {reasons} |")
+                     f"{r['dropped']:,} | {reasons} | {counts} |")
     lines += ["", "## Length histogram (train, characters)", "", "![length histogram](length_histogram.png)", "",
               "| bucket | documents |", "|---|---:|"]
     lines += [f"| {k} | {v:,} |" for k, v in report["length_histogram"].items()]

@@ -201,7 +201,7 @@ class TraditionalToSimplified(DocStep):
         traditional = changed / cjk > self.params.min_changed_ratio
         doc.metadata["script"] = "traditional" if traditional else "simplified"
         if traditional:
-            self.stat_update("traditional_documents")
+            self.stat_update("documents_with_traditional_characters")
         if self.params.mode == "convert":
             doc.text = converted
         return None
