@@ -27,7 +27,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def publish_dir(final: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty staging folder beside `final`; on success it replaces `final`, on error it is removed.
 
-    A crash at any point leaves either the previous `final` or the new one, never a mix.
+    A crash never leaves a mix of old and new under `final`. In the instant between the two renames (a folder cannot
+    be swapped atomically with the standard library) `final` is missing and the previous one sits at `.<name>.old`.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
