@@ -21,13 +21,15 @@ PYTEST_ARGS ?=
 ARGS ?=
 # ACCEL: the accelerate launch config of training stages (launch/accelerate/*.yaml)
 ACCEL ?= launch/accelerate/single.yaml
+# ADAPTER: the LoRA adapter folder `make merge-lora` folds into a full model (written to $(ADAPTER)-merged)
+ADAPTER ?= outputs/tiny/sft-lora
 # CKPT / TO: what `make consolidate` reads and writes
 CKPT ?= outputs/tiny/pretrain
 TO ?= $(CKPT)-consolidated
 
 export DATA_DIR
 
-.PHONY: help install test test-fast demo clean model-info data tokenizer pack pretrain consolidate
+.PHONY: help install test test-fast demo clean model-info data tokenizer pack pretrain consolidate sft merge-lora
 
 help: ## list the targets
 	@echo "usage: make <target> [CONFIG=path.yaml] [ARGS='--key value ...'] [NPROC=n] [DATA_DIR=dir]"
@@ -68,6 +70,13 @@ pretrain: install ## pretrain from scratch (CONFIG=configs/pretrain/tiny.yaml AC
 consolidate: install ## turn a (ZeRO) checkpoint into one safetensors model (CKPT=run-or-checkpoint TO=folder)
 	$(PY) recipes/consolidate.py --checkpoint_dir $(CKPT) --output_dir $(TO) $(ARGS)
 
+sft: install ## instruction-tune with TRL's SFTTrainer (CONFIG=configs/sft/tiny.yaml|tiny_lora|mix_en|mix_zh|full|lora|qlora)
+	$(VENV)/bin/accelerate launch --config_file $(ACCEL) --num_processes $(NPROC) \
+	  recipes/sft.py --config $(or $(CONFIG),configs/sft/tiny.yaml) $(ARGS)
+
+merge-lora: install ## fold a LoRA adapter into a full checkpoint (ADAPTER=outputs/tiny/sft-lora -> $(ADAPTER)-merged)
+	$(PY) recipes/merge_lora.py --adapter_dir $(ADAPTER) --output_dir $(ADAPTER)-merged $(ARGS)
+
 # The demo names its configs itself, so a CONFIG= meant for one stage cannot leak into the others.
 demo: install ## run the whole pipeline on the tiny preset and the shipped data (outputs/tiny/)
 	$(PY) -m llm_recipes.model_info --config configs/model/7b.yaml --num_gpus 8
@@ -77,6 +86,8 @@ demo: install ## run the whole pipeline on the tiny preset and the shipped data 
 	$(PY) -m llm_recipes.model_info --config configs/model/tiny.yaml --tokenizer_name_or_path outputs/tiny/tokenizer --num_gpus 1 --seq_len 128
 	$(VENV)/bin/accelerate launch --config_file launch/accelerate/single.yaml --num_processes 1 \
 	  recipes/pretrain.py --config configs/pretrain/tiny.yaml
+	$(VENV)/bin/accelerate launch --config_file launch/accelerate/single.yaml --num_processes 1 \
+	  recipes/sft.py --config configs/sft/tiny.yaml
 
 clean: ## remove outputs/ and caches (keeps .venv; `rm -rf .venv` for a full reset)
 	rm -rf outputs .pytest_cache

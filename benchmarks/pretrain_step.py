@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import copy
 import cProfile
-import importlib.util
 import io
 import os
 import platform
@@ -28,17 +27,10 @@ import torch
 from transformers import LlamaForCausalLM, TrainerCallback, get_scheduler
 from transformers.trainer_callback import ProgressCallback
 
+from llm_recipes.recipe_loader import load_recipe
 from llm_recipes.model import ModelArguments, build_llama_config, count_parameters, training_flops_per_token
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def load_pretrain_recipe():
-    spec = importlib.util.spec_from_file_location("pretrain_recipe", REPO / "recipes" / "pretrain.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 class StepTimer(TrainerCallback):
@@ -121,7 +113,7 @@ def main() -> None:
     n_rows = (args.steps + args.warmup) * args.batch_size * 2
     ids = torch.randint(config.vocab_size, (n_rows, args.block_size), generator=torch.Generator().manual_seed(1))
     data = datasets.Dataset.from_dict({"input_ids": ids.tolist()})
-    recipe = load_pretrain_recipe()
+    recipe = load_recipe("pretrain")
 
     bare = bare_steps(copy.deepcopy(model), data, args)
     with tempfile.TemporaryDirectory() as workdir:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import os
 import platform
@@ -23,15 +22,9 @@ from pathlib import Path
 
 import yaml
 
+from llm_recipes.recipe_loader import load_recipe
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_sft():
-    spec = importlib.util.spec_from_file_location("recipe_sft", REPO_ROOT / "recipes" / "sft.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def run(sft, config: Path, model: str, packing: bool, max_steps: int, out: Path) -> dict:
@@ -57,7 +50,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="sft_packing_"))
     bench_config = work / "bench.yaml"
     bench_config.write_text(yaml.safe_dump(config, allow_unicode=True))
-    sft = load_sft()
+    sft = load_recipe("sft")
     results: dict[bool, list[dict]] = {True: [], False: []}
     for r in range(args.rounds):
         for packing in (True, False):

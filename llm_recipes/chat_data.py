@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import datasets
 
-from llm_recipes.config import ConfigError
+from llm_recipes.config import ConfigError, parse_source_list
 from llm_recipes.corpus import BUILDERS, TextSource, check_local_file, resolve_files
 
 logger = logging.getLogger(__name__)
@@ -82,22 +82,7 @@ class ChatDataArguments:
     )
 
     def __post_init__(self):
-        known = {f.name for f in fields(ChatSource)}
-        sources = self.datasets
-        if isinstance(sources, (str, dict)):
-            sources = [sources]
-        parsed = []
-        for i, src in enumerate(sources):
-            if isinstance(src, str):
-                src = {"path": src}
-            if isinstance(src, dict):
-                unknown = set(src) - known
-                if unknown or "path" not in src:
-                    problem = f"unknown key(s) {sorted(unknown)}" if unknown else "missing 'path'"
-                    raise ConfigError(f"datasets[{i}]: {problem}; a source has keys {sorted(known)}")
-                src = ChatSource(**src)
-            parsed.append(src)
-        self.datasets = parsed
+        parsed = self.datasets = parse_source_list(self.datasets, ChatSource, "datasets")
         fractions = [s.fraction for s in parsed]
         if any(f is not None for f in fractions) and any(f is None for f in fractions):
             raise ConfigError("datasets: set `fraction` for every source of the mixture or for none")

@@ -35,7 +35,7 @@ from transformers import (
 from transformers.trainer_callback import ProgressCallback
 
 from llm_recipes.config import ConfigError, RecipeParser
-from llm_recipes.distributed import use_gloo_without_gpu
+from llm_recipes.distributed import exit_skipping_teardown_on_cpu_ranks, use_gloo_without_gpu
 from llm_recipes.model import (
     ModelArguments,
     build_llama_config,
@@ -266,3 +266,4 @@ def log_partition(model, args) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+    exit_skipping_teardown_on_cpu_ranks()

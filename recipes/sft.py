@@ -39,7 +39,7 @@ from trl.chat_template_utils import has_generation_markers
 from llm_recipes.atomic import atomic_write_text
 from llm_recipes.chat_data import ChatDataArguments, load_mixture, report_dict
 from llm_recipes.config import ConfigError, RecipeParser
-from llm_recipes.distributed import use_gloo_without_gpu
+from llm_recipes.distributed import exit_skipping_teardown_on_cpu_ranks, use_gloo_without_gpu
 from llm_recipes.run_info import write_run_info
 from llm_recipes.tokenizer import IM_END
 from llm_recipes.training import CheckpointCompleteCallback, ConsoleProgressCallback, resolve_resume
@@ -347,11 +347,4 @@ def main(argv: list[str] | None = None) -> SFTTrainer:
 
 if __name__ == "__main__":
     main(sys.argv[1:])
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
-        # 2+ CPU processes (gloo, DeepSpeed's CPU accelerator): about one launch in eight, a non-zero rank aborted in
-        # interpreter teardown ("terminate called without an active exception") after every file was written and the
-        # process group closed, failing the whole launch. Everything is done and flushed here: skip the teardown.
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+    exit_skipping_teardown_on_cpu_ranks()

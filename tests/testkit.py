@@ -1,24 +1,14 @@
 """Helpers shared by the test modules (import as `from testkit import ...`; fixtures live in conftest.py)."""
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
+from llm_recipes.recipe_loader import load_recipe  # noqa: F401 (re-exported for the tests)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("DATA_DIR", REPO_ROOT.parent / "shared" / "data")).resolve()
-
-
-def load_recipe(name: str):
-    """Import recipes/<name>.py as a module (recipes are scripts, not a package) to call its main(argv)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO_ROOT / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_recipe_error(name: str, argv: list[str], capsys) -> str:
