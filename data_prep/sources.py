@@ -8,7 +8,6 @@ task gets a share even of a single big file and the result does not depend on wh
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 from dataclasses import dataclass, field
@@ -17,7 +16,8 @@ from pathlib import Path
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from llm_recipes.config import ConfigError
+from llm_recipes.config import ConfigError, parse_source_list
+from llm_recipes.corpus import local_files
 
 LINE_FORMATS = {".jsonl": "jsonl", ".txt": "txt", ".html": "html", ".htm": "html"}
 TABLE_FORMATS = {".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
@@ -47,23 +47,9 @@ class SourceSpec:
 
     def files(self) -> list[Path] | None:
         """Local files (sorted: a stable order), or None for a Hub dataset. Missing or unreadable paths are errors."""
-        pattern = os.path.expanduser(os.path.expandvars(self.path))
-        path = Path(pattern)
-        looks_local = self.path.startswith(("/", ".", "~", "$")) or path.suffix in FORMATS or path.exists()
-        if not looks_local:
+        files = local_files(self.path, FORMATS)
+        if files is None:
             return None
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix in FORMATS and p.is_file())
-        elif any(ch in pattern for ch in "*?["):
-            files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).suffix in FORMATS)
-        elif path.is_file():
-            files = [path]
-        else:
-            raise ConfigError(f"source not found: {pattern}")
-        if not files:
-            raise ConfigError(f"source {pattern} has no {'/'.join(FORMATS)} file")
-        if len({FORMATS[p.suffix] for p in files}) > 1:
-            raise ConfigError(f"source {pattern} mixes formats {sorted({p.suffix for p in files})}; list them apart")
         for p in files:
             if not os.access(p, os.R_OK):
                 raise ConfigError(f"source file not readable: {p}")
@@ -71,20 +57,7 @@ class SourceSpec:
 
 
 def parse_sources(raw) -> list[SourceSpec]:
-    known = set(SourceSpec.__dataclass_fields__)
-    if isinstance(raw, (str, dict)):
-        raw = [raw]
-    parsed = []
-    for i, src in enumerate(raw or []):
-        if isinstance(src, SourceSpec):
-            parsed.append(src)
-            continue
-        if isinstance(src, str):
-            src = {"path": src}
-        if not isinstance(src, dict) or "path" not in src or set(src) - known:
-            problem = f"unknown key(s) {sorted(set(src) - known)}" if isinstance(src, dict) and "path" in src else "needs a 'path'"
-            raise ConfigError(f"sources[{i}]: {problem}; a source has keys {sorted(known)}")
-        parsed.append(SourceSpec(**src))
+    parsed = parse_source_list(raw, SourceSpec, "sources")
     labels = [s.label for s in parsed]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"sources: two sources share a label ({labels}); set label: to tell them apart")

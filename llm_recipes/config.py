@@ -126,6 +126,8 @@ def parse_source_list(value: Any, source_cls: type, key: str) -> list:
                 problem = f"unknown key(s) {sorted(unknown)}" if unknown else "missing 'path'"
                 raise ConfigError(f"{key}[{i}]: {problem}; a source has keys {sorted(known)}")
             item = source_cls(**item)
+        elif not isinstance(item, source_cls):
+            raise ConfigError(f"{key}[{i}]: expected a path or a mapping with 'path', got {item!r}")
         parsed.append(item)
     return parsed
 

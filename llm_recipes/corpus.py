@@ -73,26 +73,36 @@ class CorpusStats:
     empty_documents_skipped: int = 0
 
 
-def resolve_files(source: TextSource) -> list[Path] | None:
-    """Local files of a source (sorted, so the order is stable), or None for a Hub dataset name."""
-    pattern = os.path.expanduser(os.path.expandvars(source.path))
+def local_files(spec: str, formats: dict[str, str]) -> list[Path] | None:
+    """Files of a local source spec (file, folder or glob, with ${ENV} and ~), sorted so the order is stable, keeping
+    the suffixes in `formats`; None when the spec names a Hub dataset. Missing, empty or mixed sources are errors."""
+    pattern = os.path.expanduser(os.path.expandvars(spec))
     path = Path(pattern)
-    looks_local = source.path.startswith(("/", ".", "~", "$")) or path.suffix in BUILDERS or path.exists()
+    looks_local = spec.startswith(("/", ".", "~", "$")) or path.suffix in formats or path.exists()
     if not looks_local:
         return None  # e.g. "HuggingFaceFW/fineweb-edu": load_dataset fetches it (needs network)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix in BUILDERS and p.is_file())
+        files = sorted(p for p in path.rglob("*") if p.suffix in formats and p.is_file())
     elif any(ch in pattern for ch in "*?["):
-        files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+        files = sorted(p for p in map(Path, glob.glob(pattern, recursive=True)) if p.suffix in formats and p.is_file())
     elif path.is_file():
         files = [path]
     else:
         raise ConfigError(f"source not found: {pattern}")
     if not files:
-        raise ConfigError(f"source {pattern} matches no {'/'.join(BUILDERS)} file")
-    suffixes = {p.suffix for p in files}
-    if len({BUILDERS[s] for s in suffixes}) > 1 or (".tsv" in suffixes and len(suffixes) > 1):
-        raise ConfigError(f"source {pattern} mixes file formats {sorted(suffixes)}; list them as separate sources")
+        raise ConfigError(f"source {pattern} matches no {'/'.join(formats)} file")
+    suffixes = sorted({p.suffix for p in files})
+    if len({formats.get(s) for s in suffixes}) > 1:
+        raise ConfigError(f"source {pattern} mixes file formats {suffixes}; list them as separate sources")
+    return files
+
+
+def resolve_files(source: TextSource) -> list[Path] | None:
+    """Local files of a corpus source, or None for a Hub dataset name."""
+    files = local_files(source.path, BUILDERS)
+    suffixes = {p.suffix for p in files or []}
+    if ".tsv" in suffixes and len(suffixes) > 1:  # both load with the csv builder, but with different separators
+        raise ConfigError(f"source {source.path} mixes file formats {sorted(suffixes)}; list them as separate sources")
     return files
 
 

@@ -9,6 +9,11 @@ import sys
 import torch
 
 
+def multi_process_cpu() -> bool:
+    """Launched as one of several processes (accelerate launch / torchrun set WORLD_SIZE) on a machine without GPU."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
 def use_gloo_without_gpu(training_args) -> None:
     """Pick the gloo process-group backend when no GPU is present. Call before TrainingArguments.__post_init__.
 
@@ -17,8 +22,7 @@ def use_gloo_without_gpu(training_args) -> None:
     believes it is rank 0 of 1 (unsharded data, DeepSpeed's train_batch_size assertion, crashes on save). GPU runs
     keep accelerate's choice (nccl). See FINDINGS §1.
     """
-    launched_distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # a single process needs no process group
-    if training_args.ddp_backend is None and launched_distributed and not torch.cuda.is_available():
+    if training_args.ddp_backend is None and multi_process_cpu():  # a single process needs no process group
         training_args.ddp_backend = "gloo"
 
 
@@ -29,7 +33,7 @@ def exit_skipping_teardown_on_cpu_ranks() -> None:
     ("terminate called without an active exception") after every file was written and the process group closed,
     failing the whole launch. Everything is done and flushed here, so skipping the teardown loses nothing.
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+    if multi_process_cpu():
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

@@ -170,3 +170,17 @@ def zero3_memory_estimates(params: ParamCount, num_gpus_per_node: int, num_nodes
             }
         )
     return rows
+
+
+def format_zero3_rows(rows: list[dict]) -> list[str]:
+    """One line per offload option of `zero3_memory_estimates`, as model_info and pretrain --dry_run print them."""
+    gib = 2**30
+    lines = []
+    for row in rows:
+        offload = (
+            "optimizer + params -> CPU" if row["offload_params"] else "optimizer -> CPU" if row["offload_optimizer"] else "none"
+        )
+        lines.append(
+            f"  {row['per_gpu_bytes'] / gib:8.2f} GiB/GPU  {row['per_cpu_node_bytes'] / gib:8.2f} GiB CPU  offload {offload}"
+        )
+    return lines

@@ -15,13 +15,11 @@ from llm_recipes.model import (
     ModelArguments,
     build_llama_config,
     count_parameters,
+    format_zero3_rows,
     meta_model,
     training_flops_per_token,
     zero3_memory_estimates,
 )
-
-GIB = 2**30
-
 
 @dataclass
 class HardwareArguments:
@@ -75,13 +73,8 @@ def format_report(info: dict) -> str:
         "",
         f"DeepSpeed ZeRO-3 model states (params+grads+Adam, zero.Init) on {info['num_nodes']} node(s) x "
         f"{info['num_gpus_per_node']} GPU(s); activations come on top:",
-        "  per GPU    per node CPU   offload",
     ]
-    for row in info["zero3"]:
-        offload = {(False, False): "none", (True, False): "optimizer -> CPU", (True, True): "optimizer + params -> CPU"}[
-            (row["offload_optimizer"], row["offload_params"])
-        ]
-        lines.append(f"  {row['per_gpu_bytes'] / GIB:7.2f} GiB  {row['per_cpu_node_bytes'] / GIB:8.2f} GiB    {offload}")
+    lines += format_zero3_rows(info["zero3"])
     return "\n".join(lines)
 
 

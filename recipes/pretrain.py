@@ -40,6 +40,7 @@ from llm_recipes.model import (
     ModelArguments,
     build_llama_config,
     count_parameters,
+    format_zero3_rows,
     meta_model,
     training_flops_per_token,
     zero3_memory_estimates,
@@ -162,16 +163,13 @@ def plan(args: PretrainConfig, config, world_size: int, block_size: int, train_t
 
 
 def print_plan(p: dict) -> None:
-    gib = 2**30
     epochs = f"{p['epochs']:.2f} epochs of the packed data" if p["epochs"] is not None else "packed data not read"
     print(f"parameters:        {p['params'].total:,} ({p['params'].non_embedding:,} non-embedding)")
     print(f"train FLOPs/token: {p['flops_per_token']:,} (6N + 12*L*H*T, T={p['block_size']})")
     print(f"plan:              {p['max_steps']:,} steps x {p['tokens_per_step']:,} tokens = {p['tokens']:,} tokens "
           f"({epochs}), {p['flops_per_token'] * p['tokens']:.3e} FLOPs")
     print(f"ZeRO-3 model states on {p['world_size']} process(es) (DeepSpeed estimator; activations on top):")
-    for row in zero3_memory_estimates(p["params"], p["world_size"]):
-        offload = "optimizer+params->CPU" if row["offload_params"] else "optimizer->CPU" if row["offload_optimizer"] else "none"
-        print(f"  {row['per_gpu_bytes'] / gib:8.2f} GiB/GPU  {row['per_cpu_node_bytes'] / gib:8.2f} GiB CPU  offload {offload}")
+    print("\n".join(format_zero3_rows(zero3_memory_estimates(p["params"], p["world_size"]))))
 
 
 def plan_without_data(model_args: ModelArguments, args: PretrainConfig) -> dict:

@@ -52,3 +52,15 @@ def test_no_sources_is_an_error():
 @pytest.mark.parametrize("text,lang", [("The llama grazes.", "en"), ("羊驼在吃草。", "zh"), ("用 GPU 训练模型", "zh"), ("", "en")])
 def test_script_language(text, lang):
     assert script_language(text) == lang
+
+
+def test_glob_skips_files_of_other_formats(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"text": "kept"}\n')
+    (tmp_path / "notes.md").write_text("not a corpus file\n")
+    ds = load_source(TextSource(path=str(tmp_path / "*")))
+    assert list(ds["text"]) == ["kept"]
+
+
+def test_source_entry_must_be_path_or_mapping():
+    with pytest.raises(ConfigError, match=r"train_sources\[0\]: expected a path"):
+        CorpusArguments(train_sources=[42])
