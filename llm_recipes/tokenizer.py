@@ -130,3 +130,12 @@ def report_markdown(report: dict) -> str:
         )
     lines += ["", "Script is decided per document: `zh` when most letters are CJK ideographs, else `en`."]
     return "\n".join(lines) + "\n"
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    """A chat model ends its turn with <|im_end|>: generation stops there as well as at the tokenizer's eos."""
+    ids = [tokenizer.eos_token_id]
+    im_end = tokenizer.convert_tokens_to_ids(IM_END) if IM_END in tokenizer.get_vocab() else None
+    if im_end is not None and im_end not in ids:
+        ids.append(im_end)
+    return ids

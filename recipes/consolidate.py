@@ -15,16 +15,14 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import AutoTokenizer, GenerationConfig
 
 from llm_recipes.atomic import publish_dir
-from llm_recipes.config import RecipeParser
+from llm_recipes.checkpoints import DTYPES, ModelSource, find_checkpoint, load_model
+from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.run_info import write_run_info
-from llm_recipes.training import complete_checkpoints
 
 logger = logging.getLogger("consolidate")
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
 @dataclass
@@ -33,51 +31,24 @@ class ConsolidateArguments:
         metadata={"help": "A checkpoint-N folder, or a run folder (its newest complete checkpoint is used)."}
     )
     output_dir: str = field(metadata={"help": "Folder for the consolidated model (replaced atomically)."})
-    dtype: str = field(default="bfloat16", metadata={"help": "Weights dtype: bfloat16, float16 or float32."})
+    dtype: str = field(default="bfloat16", metadata={"help": "Weights dtype.", "choices": list(DTYPES)})
 
 
 def make_parser() -> RecipeParser:
     return RecipeParser(ConsolidateArguments)
 
 
-def find_checkpoint(path: Path) -> Path:
-    if (path / "config.json").exists() and ((path / "latest").exists() or any(path.glob("*.safetensors"))):
-        return path
-    checkpoints = complete_checkpoints(path)
-    if not checkpoints:
-        raise FileNotFoundError(f"{path}: neither a checkpoint nor a run folder with a complete checkpoint-N")
-    return checkpoints[-1]
-
-
-def load_consolidated(checkpoint: Path, dtype: torch.dtype) -> torch.nn.Module:
-    config = AutoConfig.from_pretrained(checkpoint)
-    if not (checkpoint / "latest").exists():  # a plain (non-ZeRO) checkpoint already holds whole weights
-        return AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype)
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-    state_dict = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint))
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    missing, unexpected = model.load_state_dict(state_dict, strict=False, assign=True)
-    model.tie_weights()
-    still_meta = [n for n, p in model.named_parameters() if p.is_meta]
-    if still_meta or unexpected:
-        raise ValueError(f"{checkpoint}: weights missing {still_meta} / unexpected {unexpected} in the ZeRO checkpoint")
-    return model.to(dtype)
-
-
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     parser = make_parser()
     (args,) = parser.parse(argv)
-    if args.dtype not in DTYPES:
-        parser.error(f"dtype must be one of {', '.join(DTYPES)}, not {args.dtype!r}")
     try:
         checkpoint = find_checkpoint(Path(args.checkpoint_dir))
-    except FileNotFoundError as e:
+        logger.info("consolidating %s", checkpoint)
+        kind = "zero" if (checkpoint / "latest").is_file() else "model"
+        model = load_model(ModelSource(kind, str(checkpoint)), DTYPES[args.dtype])
+    except ConfigError as e:
         parser.error(str(e))
-    logger.info("consolidating %s", checkpoint)
-    model = load_consolidated(checkpoint, DTYPES[args.dtype])
     model.config.use_cache = True
     with publish_dir(args.output_dir) as staging:
         model.save_pretrained(staging)

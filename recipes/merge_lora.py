@@ -10,22 +10,17 @@ renamed into place. Merged and adapter logits agree to float reassociation (~1e-
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)  # its CPU import warning: see recipes/sft.py
 
-from peft import PeftModel  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig  # noqa: E402
-
-from llm_recipes.atomic import publish_dir
-from llm_recipes.config import ConfigError, RecipeParser
-from llm_recipes.run_info import write_run_info
+from llm_recipes.atomic import publish_dir  # noqa: E402
+from llm_recipes.checkpoints import DTYPES, ModelSource, adapter_base, load_model, load_tokenizer  # noqa: E402
+from llm_recipes.config import ConfigError, RecipeParser  # noqa: E402
+from llm_recipes.run_info import write_run_info  # noqa: E402
 
 logger = logging.getLogger("merge_lora")
 
@@ -41,8 +36,7 @@ class MergeArguments:
     )
     dtype: str = field(
         default="float32",
-        metadata={"help": "dtype to merge and save in (float32, bfloat16, float16).",
-                  "choices": ["float32", "bfloat16", "float16"]},
+        metadata={"help": "dtype to merge and save in.", "choices": list(DTYPES)},
     )
 
 
@@ -50,27 +44,11 @@ def make_parser() -> RecipeParser:
     return RecipeParser(MergeArguments)
 
 
-def base_of(adapter_dir: Path, override: str | None) -> str:
-    config_file = adapter_dir / "adapter_config.json"
-    if not config_file.is_file():
-        raise ConfigError(f"adapter_dir {adapter_dir}: no adapter_config.json (not a peft adapter folder)")
-    base = override or json.loads(config_file.read_text()).get("base_model_name_or_path")
-    if not base:
-        raise ConfigError(f"{config_file}: no base_model_name_or_path; pass --base_model_name_or_path")
-    return base
-
-
 def merge(args: MergeArguments) -> Path:
     adapter_dir = Path(args.adapter_dir)
-    base_name = base_of(adapter_dir, args.base_model_name_or_path)
-    dtype = getattr(torch, args.dtype)
-    base = AutoModelForCausalLM.from_pretrained(base_name, dtype=dtype)
-    model = PeftModel.from_pretrained(base, str(adapter_dir))
-    merged = model.merge_and_unload()
-    if (adapter_dir / "generation_config.json").is_file():  # the chat model's stop tokens (<|im_end|>)
-        merged.generation_config = GenerationConfig.from_pretrained(adapter_dir)
-    has_tokenizer = (adapter_dir / "tokenizer_config.json").is_file()
-    tokenizer = AutoTokenizer.from_pretrained(adapter_dir if has_tokenizer else base_name)
+    source = ModelSource("adapter", str(adapter_dir), adapter_base(adapter_dir, args.base_model_name_or_path))
+    merged = load_model(source, DTYPES[args.dtype], merge=True)
+    tokenizer = load_tokenizer(source)
     with publish_dir(args.output_dir) as staging:
         merged.save_pretrained(staging)
         tokenizer.save_pretrained(staging)

@@ -41,7 +41,7 @@ from llm_recipes.chat_data import ChatDataArguments, load_mixture, report_dict
 from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.distributed import exit_skipping_teardown_on_cpu_ranks, use_gloo_without_gpu
 from llm_recipes.run_info import write_run_info
-from llm_recipes.tokenizer import IM_END
+from llm_recipes.tokenizer import stop_token_ids
 from llm_recipes.training import CheckpointCompleteCallback, ConsoleProgressCallback, resolve_resume
 
 logger = logging.getLogger("sft")
@@ -205,11 +205,7 @@ class RecipeSFTTrainer(SFTTrainer):
 
 
 def set_stop_tokens(model, tokenizer) -> None:
-    """The chat model ends its turn with <|im_end|>: generation stops there as well as at the tokenizer's eos."""
-    ids = [tokenizer.eos_token_id]
-    im_end = tokenizer.convert_tokens_to_ids(IM_END) if IM_END in tokenizer.get_vocab() else None
-    if im_end is not None and im_end not in ids:
-        ids.append(im_end)
+    ids = stop_token_ids(tokenizer)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     base.generation_config.eos_token_id = ids if len(ids) > 1 else ids[0]
     base.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -1,0 +1,157 @@
+"""Turn a training output into a Hub-ready folder that other programs open: transformers 5 and 4.x, vLLM, llama.cpp.
+
+    python recipes/export.py --config configs/export/tiny.yaml
+    python recipes/export.py --config configs/export/tiny.yaml --model_name_or_path outputs/tiny/sft-lora --gguf true
+
+Source: a model folder, a ZeRO checkpoint-N (or a run folder: its newest complete checkpoint), or a LoRA adapter +
+its base (merged by default). Output, written beside `output_dir` and renamed into place: safetensors shards
+(`max_shard_size`), config.json with a top-level rope_theta, generation_config.json stopping at </s> and <|im_end|>,
+tokenizer files with the chat template (also inside tokenizer_config.json), special_tokens_map.json, README.md (model
+card with the eval results and model-index), training_recipe/ (the resolved YAML of every stage) and, with `gguf`,
+a llama.cpp GGUF file. No local absolute path and no token is ever written: the export checks before it publishes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)  # its CPU import warning: see recipes/sft.py
+
+from huggingface_hub.utils import HFValidationError, validate_repo_id  # noqa: E402
+
+from llm_recipes.atomic import publish_dir  # noqa: E402
+from llm_recipes.checkpoints import DTYPES, load_model, load_tokenizer, resolve_source  # noqa: E402
+from llm_recipes.config import ConfigError, RecipeParser  # noqa: E402
+from llm_recipes.gguf import convert_to_gguf  # noqa: E402
+from llm_recipes.hub_folder import (build_model_card, check_no_leaks, make_transformers4_readable,  # noqa: E402
+                                    recipe_lineage, redact, write_recipe_files)
+from llm_recipes.run_info import git_state, package_versions, resolved_config  # noqa: E402
+from llm_recipes.tokenizer import stop_token_ids  # noqa: E402
+
+logger = logging.getLogger("export")
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "generation_config.json")
+
+
+@dataclass
+class ExportArguments:
+    model_name_or_path: str = field(metadata={"help": "What to export: a model folder, a (ZeRO) checkpoint-N or run "
+                                                      "folder, or a LoRA adapter folder."})
+    output_dir: str = field(metadata={"help": "The Hub-ready folder (written beside it, then renamed into place)."})
+    repo_id: str = field(metadata={"help": "The Hub repo this folder is meant for (user/name): card title and "
+                                           "loading example. make push may push it elsewhere."})
+    base_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Base of a LoRA adapter; default: the one in its adapter_config.json."})
+    merge_lora: bool = field(default=True, metadata={"help": "Fold a LoRA adapter into its base (a full model that "
+                                                             "every program loads); false exports the adapter."})
+    dtype: str = field(default="bfloat16", metadata={"help": "Weights dtype.", "choices": list(DTYPES)})
+    max_shard_size: str = field(default="5GB", metadata={"help": "Largest safetensors shard, e.g. 5GB, 500MB."})
+    eval_results: str | None = field(
+        default=None, metadata={"help": "eval_results.json of make eval, for the card's metrics and model-index."})
+    license: str = field(default="apache-2.0", metadata={"help": "Hub licence id of the model (mind the data's)."})
+    languages: list[str] = field(default_factory=list, metadata={"help": "ISO 639-1 codes for the card."})
+    datasets: list[str] = field(default_factory=list, metadata={"help": "Hub ids of the training data, for the card."})
+    base_model: str | None = field(
+        default=None, metadata={"help": "Hub id of the model this one was trained from (card; an exported adapter's "
+                                        "base). None for a model trained from scratch."})
+    tags: list[str] = field(default_factory=list, metadata={"help": "Card tags."})
+    summary: str = field(default="", metadata={"help": "One paragraph for the card: what the model is."})
+    limitations: str = field(default="", metadata={"help": "What the model cannot do, for the card."})
+    gguf: bool = field(default=False, metadata={"help": "Also write a GGUF file with llama.cpp's converter."})
+    llama_cpp_dir: str | None = field(
+        default=None, metadata={"help": "llama.cpp checkout (with convert_hf_to_gguf.py); default: $LLAMA_CPP_DIR."})
+    gguf_outtype: str = field(default="f16", metadata={"help": "GGUF weight type.",
+                                                       "choices": ["f32", "f16", "bf16", "q8_0"]})
+
+
+def make_parser() -> RecipeParser:
+    return RecipeParser(ExportArguments)
+
+
+def check(args: ExportArguments) -> None:
+    try:
+        validate_repo_id(args.repo_id)
+        if args.base_model:
+            validate_repo_id(args.base_model)
+    except HFValidationError as e:
+        raise ConfigError(f"invalid Hub id: {str(e).splitlines()[0]}") from None
+    if args.eval_results and not Path(args.eval_results).is_file():
+        raise ConfigError(f"eval_results: {args.eval_results} does not exist (run make eval first, or unset it)")
+
+
+def write_adapter(source, args: ExportArguments, staging: Path) -> None:
+    """An unmerged adapter: its files, with the base named by Hub id (a local path would not resolve for others)."""
+    base = args.base_model or (source.base if not Path(source.base).exists() else None)
+    if base is None:
+        raise ConfigError(f"exporting the adapter {source.path} unmerged needs base_model: the Hub id of its base "
+                          f"(it names the local folder {Path(source.base).name})")
+    for name in ADAPTER_FILES:
+        if (Path(source.path) / name).is_file():
+            shutil.copy2(Path(source.path) / name, staging / name)
+    config = json.loads((staging / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = base
+    (staging / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def export(args: ExportArguments) -> Path:
+    check(args)
+    source = resolve_source(args.model_name_or_path, args.base_model_name_or_path)
+    logger.info("exporting %s (%s)", source.path, source.kind)
+    tokenizer = load_tokenizer(source)
+    results = json.loads(Path(args.eval_results).read_text()) if args.eval_results else None
+    if results and Path(results.get("model", "")).resolve() != Path(args.model_name_or_path).resolve():
+        logger.warning("eval_results %s measured %s, not %s", args.eval_results, results.get("model"),
+                       args.model_name_or_path)
+    adapter_only = source.kind == "adapter" and not args.merge_lora
+    model = None if adapter_only else load_model(source, DTYPES[args.dtype], merge=True)
+    with publish_dir(args.output_dir) as staging:
+        if adapter_only:
+            write_adapter(source, args, staging)
+        else:
+            model.config.use_cache = True  # trained without a KV cache; inference wants it
+            model.generation_config.use_cache = True
+            if tokenizer.chat_template:
+                stops = stop_token_ids(tokenizer)
+                model.generation_config.eos_token_id = stops if len(stops) > 1 else stops[0]
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+            model.save_pretrained(staging, max_shard_size=args.max_shard_size)
+        tokenizer.save_pretrained(staging)
+        make_transformers4_readable(staging)
+        lineage = recipe_lineage(args.model_name_or_path)
+        lineage.insert(0, ("export", resolved_config(args)))
+        recipes = write_recipe_files(lineage, staging)
+        versions = {"git": git_state(), "packages": package_versions()}
+        (staging / "training_recipe" / "versions.json").write_text(json.dumps(versions, indent=2) + "\n")
+        gguf_file = None
+        if args.gguf and not adapter_only:
+            gguf_file = convert_to_gguf(staging, args.llama_cpp_dir, args.gguf_outtype).name
+        card = build_model_card(
+            model_name=args.repo_id.split("/")[-1], repo_id=args.repo_id, license=args.license,
+            languages=args.languages, datasets=args.datasets, base_model=args.base_model, tags=args.tags,
+            summary=args.summary, limitations=args.limitations, eval_results=redact(results), recipes=recipes,
+            gguf_file=gguf_file,
+        )
+        card.save(staging / "README.md")
+        check_no_leaks(staging, [args.model_name_or_path, args.output_dir])
+    return Path(args.output_dir)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    parser = make_parser()
+    (args,) = parser.parse(argv)
+    try:
+        out = export(args)
+    except ConfigError as e:
+        parser.error(str(e))
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    logger.info("Hub-ready folder %s: %s", out, ", ".join(files))
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
