@@ -23,13 +23,16 @@ ARGS ?=
 ACCEL ?= launch/accelerate/single.yaml
 # ADAPTER: the LoRA adapter folder `make merge-lora` folds into a full model (written to $(ADAPTER)-merged)
 ADAPTER ?= outputs/tiny/sft-lora
+# FOLDER: what `make push` uploads (make export writes it)
+FOLDER ?= outputs/tiny/export
 # CKPT / TO: what `make consolidate` reads and writes
 CKPT ?= outputs/tiny/pretrain
 TO ?= $(CKPT)-consolidated
 
 export DATA_DIR
 
-.PHONY: help install test test-fast demo clean model-info data tokenizer pack pretrain consolidate sft merge-lora
+.PHONY: help install test test-fast demo clean model-info data tokenizer pack pretrain consolidate sft merge-lora eval \
+	export push
 
 help: ## list the targets
 	@echo "usage: make <target> [CONFIG=path.yaml] [ARGS='--key value ...'] [NPROC=n] [DATA_DIR=dir]"
@@ -77,6 +80,15 @@ sft: install ## instruction-tune with TRL's SFTTrainer (CONFIG=configs/sft/tiny.
 merge-lora: install ## fold a LoRA adapter into a full checkpoint (ADAPTER=outputs/tiny/sft-lora -> $(ADAPTER)-merged)
 	$(PY) recipes/merge_lora.py --adapter_dir $(ADAPTER) --output_dir $(ADAPTER)-merged $(ARGS)
 
+eval: install ## perplexity + bits/byte per language, sentiment 0/k-shot, chat generation, lm-eval (CONFIG=configs/eval/tiny.yaml)
+	$(PY) recipes/evaluate.py --config $(or $(CONFIG),configs/eval/tiny.yaml) $(ARGS)
+
+export: install ## Hub-ready folder: safetensors, tokenizer, card with the eval metrics (CONFIG=configs/export/tiny.yaml)
+	$(PY) recipes/export.py --config $(or $(CONFIG),configs/export/tiny.yaml) $(ARGS)
+
+push: install ## upload an exported folder to the Hub (FOLDER=outputs/tiny/export; ARGS="--dry_run" lists only)
+	$(PY) recipes/push.py --folder $(FOLDER) $(ARGS)
+
 # The demo names its configs itself, so a CONFIG= meant for one stage cannot leak into the others.
 demo: install ## run the whole pipeline on the tiny preset and the shipped data (outputs/tiny/)
 	$(PY) -m llm_recipes.model_info --config configs/model/7b.yaml --num_gpus 8
@@ -88,6 +100,9 @@ demo: install ## run the whole pipeline on the tiny preset and the shipped data 
 	  recipes/pretrain.py --config configs/pretrain/tiny.yaml
 	$(VENV)/bin/accelerate launch --config_file launch/accelerate/single.yaml --num_processes 1 \
 	  recipes/sft.py --config configs/sft/tiny.yaml
+	$(PY) recipes/evaluate.py --config configs/eval/tiny.yaml
+	$(PY) recipes/export.py --config configs/export/tiny.yaml
+	$(PY) recipes/push.py --folder outputs/tiny/export --dry_run
 
 clean: ## remove outputs/ and caches (keeps .venv; `rm -rf .venv` for a full reset)
 	rm -rf outputs .pytest_cache

@@ -34,15 +34,16 @@ def make_transformers4_readable(folder: Path) -> None:
     `rope_parameters`: without a top-level `rope_theta` it silently uses 10000.
     """
     config_file = folder / "config.json"
-    config = json.loads(config_file.read_text())
-    rope = config.get("rope_parameters") or {}
-    if "rope_theta" in rope:
-        config["rope_theta"] = rope["rope_theta"]
-        extra = {k: v for k, v in rope.items() if k != "rope_theta"}
-        config["rope_scaling"] = None if extra.get("rope_type", "default") == "default" else extra
-    if "dtype" in config:
-        config["torch_dtype"] = config["dtype"]  # the key before 4.56
-    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    if config_file.is_file():  # an exported adapter has none
+        config = json.loads(config_file.read_text())
+        rope = config.get("rope_parameters") or {}
+        if "rope_theta" in rope:
+            config["rope_theta"] = rope["rope_theta"]
+            extra = {k: v for k, v in rope.items() if k != "rope_theta"}
+            config["rope_scaling"] = None if extra.get("rope_type", "default") == "default" else extra
+        if "dtype" in config:
+            config["torch_dtype"] = config["dtype"]  # the key before 4.56
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
     tok_file = folder / "tokenizer_config.json"
     tok = json.loads(tok_file.read_text())

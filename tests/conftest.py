@@ -58,3 +58,26 @@ def tiny_packed_dir(tmp_path_factory, tiny_tokenizer_dir, pack_config) -> Path:
          "--output_dir", str(out), "--block_size", "64", "--max_documents", "4000"]
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_model_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    """A random-init tiny chat model (ChatML tokenizer, stops at <|im_end|>) with rope_theta 500,000: a value that
+    transformers 4.x would silently replace by 10,000 without a top-level rope_theta, so exports must carry it."""
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from llm_recipes.model import ModelArguments, build_llama_config
+    from llm_recipes.tokenizer import stop_token_ids
+
+    out = tmp_path_factory.mktemp("chat") / "model"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    config = build_llama_config(ModelArguments(model_preset="tiny"), tokenizer=tokenizer)
+    config.rope_parameters = {"rope_type": "default", "rope_theta": 500000.0}
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = stop_token_ids(tokenizer)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

@@ -1,0 +1,276 @@
+"""make export: a Hub-ready folder that transformers 5, transformers 4.x, peft and pipeline() open, with nothing local."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+
+from testkit import REPO_ROOT, load_recipe, run_recipe_error
+
+CHAT = [{"role": "user", "content": "Who are you? 你是谁？ 12345"}]
+# transformers 4.57 with the tokenizers and huggingface_hub it supports, installed beside (not into) the venv
+TRANSFORMERS4 = ["transformers==4.57.6", "tokenizers==0.22.2", "huggingface_hub==0.36.0"]
+
+
+def export(source, out, *extra):
+    return load_recipe("export").main(["--model_name_or_path", str(source), "--output_dir", str(out),
+                                       "--repo_id", "tester/tiny-chat", "--dtype", "float32", *extra])
+
+
+def logits(folder, ids):
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0]
+
+
+def text_files(folder):
+    return {p: p.read_text(errors="replace") for p in folder.rglob("*") if p.is_file() and p.suffix != ".safetensors"}
+
+
+@pytest.fixture(scope="module")
+def eval_results(tmp_path_factory, tiny_chat_model_dir):
+    """A small eval_results.json as make eval writes it (with a local absolute path inside, as real ones have)."""
+    path = tmp_path_factory.mktemp("eval") / "eval_results.json"
+    scores = {"accuracy": 0.61, "precision_macro": 0.6, "recall_macro": 0.6, "f1_macro": 0.59, "f1_per_class": [0.5, 0.6],
+              "confusion_matrix": [[1, 1], [1, 1]]}
+    path.write_text(json.dumps({
+        "model": str(tiny_chat_model_dir), "kind": "model", "context_length": 1024,
+        "language_modeling": {"en": {"perplexity": 812.5, "bits_per_byte": 3.9}},
+        "classification": {"sst2": {"dataset_name": "SST-2", "shots": {"0": scores},
+                                    "majority_baseline": {"accuracy": 0.51, "f1_macro": 0.34, "predicts": 1}}},
+        "generation": {"stopped_share": 0.5},
+        "lm_eval": {"command": f"lm_eval run --model_args pretrained={tiny_chat_model_dir}", "results": {}}}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_chat_model_dir, eval_results):
+    out = tmp_path_factory.mktemp("export") / "tiny-chat"
+    export(tiny_chat_model_dir, out, "--max_shard_size", "400KB", "--eval_results", str(eval_results),
+           "--languages", "en", "zh", "--license", "cc-by-nc-4.0")
+    return out
+
+
+def test_export_is_sharded_complete_and_loads_with_the_same_logits(exported, tiny_chat_model_dir):
+    shards = sorted(exported.glob("model-*.safetensors"))
+    assert len(shards) > 1 and (exported / "model.safetensors.index.json").is_file()
+    for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                 "special_tokens_map.json", "chat_template.jinja", "README.md"):
+        assert (exported / name).is_file(), name
+    tokenizer = AutoTokenizer.from_pretrained(exported)
+    ids = tokenizer.apply_chat_template(CHAT, add_generation_prompt=True, return_dict=True)["input_ids"]
+    assert torch.equal(logits(exported, ids), logits(tiny_chat_model_dir, ids))
+    generation = json.loads((exported / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    assert generation["pad_token_id"] == tokenizer.pad_token_id
+
+
+def test_export_files_are_what_transformers4_reads(exported):
+    config = json.loads((exported / "config.json").read_text())
+    assert config["rope_theta"] == 500000.0 and config["rope_parameters"]["rope_theta"] == 500000.0
+    tok = json.loads((exported / "tokenizer_config.json").read_text())
+    assert tok["tokenizer_class"] == "PreTrainedTokenizerFast"
+    assert tok["chat_template"] == (exported / "chat_template.jinja").read_text()
+    assert tok["additional_special_tokens"] == ["<|im_start|>", "<|im_end|>"]
+    special = json.loads((exported / "special_tokens_map.json").read_text())
+    assert special["eos_token"] == "</s>" and special["pad_token"] == "<pad>"
+
+
+def test_pipeline_answers_chat_messages(exported):
+    generator = pipeline("text-generation", model=str(exported), dtype=torch.float32)
+    out = generator(CHAT, max_new_tokens=8, do_sample=False)
+    reply = out[0]["generated_text"][-1]
+    assert reply["role"] == "assistant" and isinstance(reply["content"], str)
+
+
+def test_model_card_has_metrics_recipe_and_no_local_path(exported, eval_results, tmp_path_factory):
+    card = ModelCard.load(exported / "README.md")
+    assert card.data.license == "cc-by-nc-4.0" and card.data.language == ["en", "zh"]
+    assert card.data.pipeline_tag == "text-generation" and card.data.library_name == "transformers"
+    metrics = {(r.dataset_name, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert metrics[("SST-2", "accuracy")] == 0.61 and metrics[("held-out text (en)", "bits_per_byte")] == 3.9
+    assert "| sentiment (majority class) | SST-2 | accuracy | 0.5100 |" in card.text
+    assert "tester/tiny-chat" in card.text and "## Limitations" in card.text
+    assert (exported / "training_recipe" / "01-export.yaml").is_file()
+    assert "01-export.yaml" in card.text
+    base = str(tmp_path_factory.getbasetemp())
+    leaks = [p.name for p, text in text_files(exported).items() if base in text or str(REPO_ROOT) in text]
+    assert not leaks, f"local paths in {leaks}"
+
+
+def test_recipe_lineage_follows_each_stage(tmp_path, tiny_chat_model_dir):
+    """An SFT output that names its pretrain folder: both resolved configs reach training_recipe/ and the card."""
+    pre, sft = tmp_path / "pretrain", tmp_path / "sft"
+    shutil.copytree(tiny_chat_model_dir, pre)
+    shutil.copytree(tiny_chat_model_dir, sft)
+    (pre / "resolved_config.yaml").write_text("model_preset: tiny\nlearning_rate: 0.003\n")
+    (pre / "run_info.json").write_text('{"recipe": "pretrain"}')
+    (sft / "resolved_config.yaml").write_text(f"model_name_or_path: {pre}\nlearning_rate: 0.002\n")
+    (sft / "run_info.json").write_text('{"recipe": "sft"}')
+    out = export(sft, tmp_path / "out")
+    names = sorted(p.name for p in (out / "training_recipe").glob("*.yaml"))
+    assert names == ["01-pretrain.yaml", "02-sft.yaml", "03-export.yaml"]
+    assert "model_name_or_path: <tmp>/" in (out / "training_recipe" / "02-sft.yaml").read_text()
+    assert str(tmp_path) not in (out / "README.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def lora_adapter(tmp_path_factory, tiny_chat_model_dir):
+    """A LoRA adapter with non-zero B (init_lora_weights=False: the default init is a no-op and would prove nothing)."""
+    out = tmp_path_factory.mktemp("lora") / "adapter"
+    base = AutoModelForCausalLM.from_pretrained(tiny_chat_model_dir, dtype=torch.float32)
+    torch.manual_seed(1)
+    model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"],
+                                            init_lora_weights=False, task_type="CAUSAL_LM"))
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_chat_model_dir).save_pretrained(out)
+    return out
+
+
+def test_lora_adapter_loads_with_peft_and_its_merged_export_gives_the_same_logits(lora_adapter, tiny_chat_model_dir,
+                                                                                  tmp_path):
+    base = AutoModelForCausalLM.from_pretrained(tiny_chat_model_dir, dtype=torch.float32)
+    adapter = PeftModel.from_pretrained(base, str(lora_adapter))
+    ids = AutoTokenizer.from_pretrained(lora_adapter)("LoRA 合并 check", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        expected = adapter(torch.tensor([ids])).logits[0]
+    merged = export(lora_adapter, tmp_path / "merged")
+    assert not (merged / "adapter_config.json").exists()
+    got = logits(merged, ids)
+    assert (got - expected).abs().max() < 1e-4
+    assert (got - logits(tiny_chat_model_dir, ids)).abs().max() > 1e-2  # the adapter changed the model
+
+
+def test_unmerged_adapter_export_names_its_base_by_hub_id(lora_adapter, tmp_path, capsys):
+    err = run_recipe_error("export", ["--model_name_or_path", str(lora_adapter), "--output_dir", str(tmp_path / "a"),
+                                      "--repo_id", "tester/a", "--merge_lora", "false"], capsys)
+    assert "needs base_model" in err and not (tmp_path / "a").exists()
+    out = export(lora_adapter, tmp_path / "b", "--merge_lora", "false", "--base_model", "tester/tiny-base")
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == "tester/tiny-base"
+    assert (out / "adapter_model.safetensors").is_file() and ModelCard.load(out / "README.md").data.base_model == \
+        "tester/tiny-base"
+
+
+def test_export_from_a_run_folder_takes_the_newest_complete_checkpoint(tiny_chat_model_dir, tmp_path):
+    run = tmp_path / "run"
+    for step, complete in ((2, True), (4, True), (6, False)):
+        shutil.copytree(tiny_chat_model_dir, run / f"checkpoint-{step}")
+        if complete:
+            (run / f"checkpoint-{step}" / "checkpoint_complete").write_text(f"{step}\n")
+    with torch.no_grad():  # make checkpoint-4 recognisable
+        model = AutoModelForCausalLM.from_pretrained(run / "checkpoint-4")
+        model.lm_head.weight.mul_(2)
+        model.save_pretrained(run / "checkpoint-4")
+    ids = [5, 6, 7]
+    out = export(run, tmp_path / "out")
+    assert torch.equal(logits(out, ids), logits(run / "checkpoint-4", ids))
+
+
+@pytest.mark.parametrize("make_bad, expected", [
+    (lambda tmp, model: (tmp / "empty").mkdir() or tmp / "empty", "not a model"),
+    (lambda tmp, model: tmp / "missing", "no such folder"),
+])
+def test_bad_source_is_one_line_and_nothing_is_written(make_bad, expected, tmp_path, tiny_chat_model_dir, capsys):
+    source = make_bad(tmp_path, tiny_chat_model_dir)
+    err = run_recipe_error("export", ["--model_name_or_path", str(source), "--output_dir", str(tmp_path / "out"),
+                                      "--repo_id", "tester/x"], capsys)
+    assert expected in err and len(err.strip().splitlines()) == 2  # the error and the --help hint
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_adapter_whose_base_is_missing(lora_adapter, tmp_path, capsys):
+    adapter = tmp_path / "adapter"
+    shutil.copytree(lora_adapter, adapter)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(tmp_path / "gone")
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    err = run_recipe_error("export", ["--model_name_or_path", str(adapter), "--output_dir", str(tmp_path / "out"),
+                                      "--repo_id", "tester/x"], capsys)
+    assert "base model" in err and "does not exist" in err
+
+
+def test_invalid_repo_id(tiny_chat_model_dir, tmp_path, capsys):
+    err = run_recipe_error("export", ["--model_name_or_path", str(tiny_chat_model_dir), "--output_dir",
+                                      str(tmp_path / "out"), "--repo_id", "bad//name--"], capsys)
+    assert "invalid Hub id" in err and not (tmp_path / "out").exists()
+
+
+def test_failure_mid_export_leaves_the_previous_folder_untouched(exported, tiny_chat_model_dir, tmp_path, capsys,
+                                                                 monkeypatch):
+    out = tmp_path / "out"
+    shutil.copytree(exported, out)
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    monkeypatch.delenv("LLAMA_CPP_DIR", raising=False)
+    err = run_recipe_error("export", ["--model_name_or_path", str(tiny_chat_model_dir), "--output_dir", str(out),
+                                      "--repo_id", "tester/x", "--gguf", "true"], capsys)
+    assert "llama.cpp" in err
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+# --- transformers 4.x, in its own site folder ------------------------------------------------------------------------
+
+TF4_SCRIPT = """
+import json, sys, torch, transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer
+folder = sys.argv[1]
+tok = AutoTokenizer.from_pretrained(folder)
+model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
+ids = tok.apply_chat_template(json.loads(sys.argv[2]), add_generation_prompt=True)
+with torch.no_grad():
+    logits = model(torch.tensor([ids])).logits[0]
+print(json.dumps({"version": transformers.__version__, "ids": ids, "logits": logits.tolist()}))
+"""
+
+
+@pytest.fixture(scope="session")
+def transformers4_site():
+    """transformers 4.57 + its tokenizers / huggingface_hub in a folder put first on PYTHONPATH; torch, numpy and
+    safetensors come from the venv. Built once per machine under .cache/ (about 8 s)."""
+    site = REPO_ROOT / ".cache" / "transformers4"
+    if not (site / "transformers" / "__init__.py").is_file():
+        done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
+                               str(site), *TRANSFORMERS4], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot install {TRANSFORMERS4} here: {done.stderr.strip().splitlines()[-1:]}")
+    return site
+
+
+def run_transformers4(site, folder):
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    return subprocess.run([sys.executable, "-c", TF4_SCRIPT, str(folder), json.dumps(CHAT)], capture_output=True,
+                          text=True, env=env)
+
+
+@pytest.mark.slow
+def test_transformers4_loads_the_export_with_the_same_ids_and_logits(exported, transformers4_site, tmp_path):
+    done = run_transformers4(transformers4_site, exported)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["version"].startswith("4.57")
+    tokenizer = AutoTokenizer.from_pretrained(exported)
+    ids = tokenizer.apply_chat_template(CHAT, add_generation_prompt=True, return_dict=True)["input_ids"]
+    assert result["ids"] == ids
+    assert (torch.tensor(result["logits"]) - logits(exported, ids)).abs().max() < 1e-5
+
+    # the two fixes are what makes it work: without them 4.x fails, or silently computes other logits
+    no_rope = tmp_path / "no_rope"
+    shutil.copytree(exported, no_rope)
+    config = json.loads((no_rope / "config.json").read_text())
+    del config["rope_theta"]
+    (no_rope / "config.json").write_text(json.dumps(config))
+    drifted = json.loads(run_transformers4(transformers4_site, no_rope).stdout.strip().splitlines()[-1])
+    assert (torch.tensor(drifted["logits"]) - logits(exported, ids)).abs().max() > 1e-3
+
+
+@pytest.mark.slow
+def test_transformers4_cannot_load_an_unconverted_transformers5_folder(tiny_chat_model_dir, transformers4_site):
+    done = run_transformers4(transformers4_site, tiny_chat_model_dir)
+    assert done.returncode != 0 and "TokenizersBackend" in done.stderr
