@@ -23,9 +23,12 @@ _WRAPPER = """
 import sys
 llama_cpp_dir, pre_name, *argv = sys.argv[1:]
 sys.path[:0] = [llama_cpp_dir, llama_cpp_dir + "/gguf-py"]
-import convert_hf_to_gguf as convert
+import convert_hf_to_gguf as convert  # puts its own gguf-py first on sys.path
 
-base = getattr(convert, "TextModel", None) or convert.Model
+try:
+    from conversion.base import TextModel as base  # the converter as a package (2025-)
+except ImportError:
+    base = getattr(convert, "TextModel", None) or convert.Model  # the older single-file converter
 stock = base.get_vocab_base_pre
 
 def get_vocab_base_pre(self, tokenizer):
@@ -59,8 +62,8 @@ def pre_tokenizer_name(folder: Path) -> str:
 def find_llama_cpp(llama_cpp_dir: str | None) -> Path:
     found = llama_cpp_dir or os.environ.get("LLAMA_CPP_DIR")
     if not found or not (Path(found) / "convert_hf_to_gguf.py").is_file():
-        raise ConfigError("gguf: needs a llama.cpp checkout with convert_hf_to_gguf.py: set llama_cpp_dir or "
-                          "LLAMA_CPP_DIR (git clone https://github.com/ggml-org/llama.cpp; pip install gguf)")
+        raise ConfigError("gguf: needs llama.cpp's convert_hf_to_gguf.py: set llama_cpp_dir or LLAMA_CPP_DIR to a "
+                          "llama.cpp checkout (README: GGUF) and pip install sentencepiece")
     return Path(found)
 
 

@@ -92,7 +92,7 @@ class FakeHub:
             repo_id = f"{data['organization']}/{data['name']}" if data.get("organization") else data["name"]
             if repo_id in self.repos:
                 return self._json(h, 409, {"error": "You already created this model repo", "url": self._url(repo_id)})
-            self.repos[repo_id] = Repo(bool(data.get("private")))
+            self.repos[repo_id] = Repo(data.get("visibility") == "private" or bool(data.get("private")))
             return self._json(h, 200, {"url": self._url(repo_id), "name": repo_id, "id": repo_id})
         if method == "POST" and path == "/api/validate-yaml":  # the card's metadata: the real Hub checks it
             data = json.loads(body)
