@@ -274,3 +274,42 @@ def test_transformers4_loads_the_export_with_the_same_ids_and_logits(exported, t
 def test_transformers4_cannot_load_an_unconverted_transformers5_folder(tiny_chat_model_dir, transformers4_site):
     done = run_transformers4(transformers4_site, tiny_chat_model_dir)
     assert done.returncode != 0 and "TokenizersBackend" in done.stderr
+
+
+# --- llama.cpp ---------------------------------------------------------------------------------------------------------
+
+GGUF_TEXTS = ["Hello world, it's 2024!", "你好，世界。今天天气很好。", "emoji 🙂👍🏽 and digits 12345 67",
+              "  spaces   and\ttabs\n\nnew lines\r\n", "def f(x):\n    return x**2  # it's OK!!\n",
+              "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"]
+
+
+def test_gguf_pre_tokenizer_is_checked_not_assumed(tiny_chat_model_dir, tmp_path):
+    from llm_recipes.config import ConfigError
+    from llm_recipes.gguf import pre_tokenizer_name
+
+    assert pre_tokenizer_name(tiny_chat_model_dir) == "qwen2"
+    other = tmp_path / "other"
+    other.mkdir()
+    tok = json.loads((tiny_chat_model_dir / "tokenizer.json").read_text())
+    tok["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = r"\s+|\w+"
+    (other / "tokenizer.json").write_text(json.dumps(tok))
+    with pytest.raises(ConfigError, match="not Qwen2's split regex"):
+        pre_tokenizer_name(other)
+
+
+@pytest.mark.slow
+def test_gguf_export_tokenizes_like_transformers(tiny_chat_model_dir, tmp_path):
+    """Skipped unless llama.cpp is here: LLAMA_CPP_DIR (its convert_hf_to_gguf.py, plus sentencepiece importable)
+    and LLAMA_TOKENIZE (a built llama-tokenize). Building both from source takes ~7 min on 2 cores: README, GGUF."""
+    llama_cpp, tokenize = os.environ.get("LLAMA_CPP_DIR"), os.environ.get("LLAMA_TOKENIZE")
+    if not (llama_cpp and tokenize):
+        pytest.skip("llama.cpp is not installed on this machine (set LLAMA_CPP_DIR and LLAMA_TOKENIZE; README: GGUF)")
+    out = export(tiny_chat_model_dir, tmp_path / "out", "--gguf", "true", "--gguf_outtype", "f32")
+    gguf_file = out / "model-f32.gguf"
+    assert gguf_file.is_file() and "model-f32.gguf" in (out / "README.md").read_text()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    for text in GGUF_TEXTS:
+        done = subprocess.run([tokenize, "-m", str(gguf_file), "--stdin", "--ids", "--no-bos", "--log-disable"],
+                              input=text, capture_output=True, text=True, check=True)
+        ids = json.loads(done.stdout.strip().splitlines()[-1])
+        assert ids == tokenizer(text, add_special_tokens=False)["input_ids"], text
