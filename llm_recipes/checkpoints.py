@@ -106,7 +106,8 @@ def load_zero_checkpoint(checkpoint: Path, dtype: torch.dtype) -> torch.nn.Modul
     model.tie_weights()
     still_meta = [n for n, p in model.named_parameters() if p.is_meta]
     if still_meta or unexpected:
-        raise ConfigError(f"{checkpoint}: weights missing {still_meta} / unexpected {unexpected} in the ZeRO checkpoint")
+        raise ConfigError(f"{checkpoint}: weights missing {still_meta} / unexpected {unexpected} in the ZeRO "
+                          "checkpoint")
     if (checkpoint / "generation_config.json").is_file():
         model.generation_config = GenerationConfig.from_pretrained(checkpoint)
     return model.to(dtype)

@@ -11,7 +11,6 @@ beside it and renamed into place.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -24,13 +23,14 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)  # it
 
 from transformers import set_seed  # noqa: E402
 
-from llm_recipes import evaluation as ev  # noqa: E402
 from llm_recipes.atomic import publish_dir  # noqa: E402
 from llm_recipes.checkpoints import DTYPES, load_model, load_tokenizer, resolve_source  # noqa: E402
 from llm_recipes.config import ConfigError, RecipeParser, parse_source_list  # noqa: E402
-from llm_recipes.eval_data import ClassificationSet, LMSet, load_labelled, load_lm_texts, load_prompts  # noqa: E402
-from llm_recipes.eval_report import write_report  # noqa: E402
-from llm_recipes.lm_eval_run import run_lm_eval  # noqa: E402
+from llm_recipes.evaluation import scoring as ev  # noqa: E402
+from llm_recipes.evaluation.data import (ClassificationSet, LMSet, load_labelled, load_lm_texts,  # noqa: E402
+                                         load_prompts)
+from llm_recipes.evaluation.harness import run_lm_eval  # noqa: E402
+from llm_recipes.evaluation.report import write_report  # noqa: E402
 from llm_recipes.run_info import write_run_info  # noqa: E402
 
 logger = logging.getLogger("evaluate")

@@ -27,9 +27,9 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id  # noqa: E
 from llm_recipes.atomic import publish_dir  # noqa: E402
 from llm_recipes.checkpoints import DTYPES, load_model, load_tokenizer, resolve_source  # noqa: E402
 from llm_recipes.config import ConfigError, RecipeParser  # noqa: E402
-from llm_recipes.gguf import convert_to_gguf  # noqa: E402
-from llm_recipes.hub_folder import (build_model_card, check_no_leaks, make_transformers4_readable,  # noqa: E402
+from llm_recipes.hub.folder import (build_model_card, check_no_leaks, make_transformers4_readable,  # noqa: E402
                                     recipe_lineage, redact, write_recipe_files)
+from llm_recipes.hub.gguf import convert_to_gguf  # noqa: E402
 from llm_recipes.run_info import git_state, package_versions, resolved_config  # noqa: E402
 from llm_recipes.tokenizer import stop_token_ids  # noqa: E402
 

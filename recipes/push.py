@@ -20,7 +20,7 @@ from huggingface_hub import create_branch, create_repo, get_token, upload_folder
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from llm_recipes.config import ConfigError, RecipeParser
-from llm_recipes.hub_folder import check_no_leaks
+from llm_recipes.hub.folder import check_no_leaks
 
 logger = logging.getLogger("push")
 logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per HTTP request otherwise

@@ -9,12 +9,12 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from llm_recipes import evaluation as ev
+from llm_recipes.evaluation import scoring as ev
 from testkit import REPO_ROOT, load_recipe, run_recipe_error
 
 SST2 = {"path": "${DATA_DIR}/sst2/sst2_glue_dev.tsv", "name": "sst2", "language": "en", "text_column": "sentence",
-        "label_column": "label", "template": "Review: {text}\nSentiment:", "verbalizers": {0: " negative", 1: " positive"},
-        "demo_pool_size": 16, "max_samples": 24}
+        "label_column": "label", "template": "Review: {text}\nSentiment:",
+        "verbalizers": {0: " negative", 1: " positive"}, "demo_pool_size": 16, "max_samples": 24}
 CHNSENTI = {"path": "${DATA_DIR}/chnsenticorp/ChnSentiCorp_htl_all.csv", "name": "chnsenticorp", "language": "zh",
             "text_column": "review", "label_column": "label", "template": "评论：{text}\n情感：",
             "verbalizers": {0: "负面", 1: "正面"}, "demo_pool_size": 16, "max_samples": 24}

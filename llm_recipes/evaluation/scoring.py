@@ -17,9 +17,9 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from tqdm.auto import tqdm
 
 # --- metrics: evaluate's Metric API, offline -------------------------------------------------------------------------
-# evaluate.load("accuracy") fetches its module from the Hub at run time. These are the same computations as the Hub's
-# evaluate-metric/{accuracy,precision,recall,f1,confusion_matrix} modules (scikit-learn), defined here so that nothing is
-# downloaded; they combine with evaluate.combine and take add_batch / compute like any loaded module.
+# evaluate.load("accuracy") fetches its module from the Hub at run time. These are the same computations as the
+# Hub's evaluate-metric/{accuracy,precision,recall,f1,confusion_matrix} modules (scikit-learn), defined here so that
+# nothing is downloaded; they take add_batch / compute and combine with evaluate.combine like any loaded module.
 
 _FEATURES = datasets.Features({"predictions": datasets.Value("int32"), "references": datasets.Value("int32")})
 
