@@ -20,6 +20,7 @@ from llm_recipes.run_info import REPO_ROOT
 # Keys of a resolved config that name the folder the stage started from: the recipe lineage follows them.
 UPSTREAM_KEYS = ("model_name_or_path", "adapter_dir", "checkpoint_dir", "base_model_name_or_path", "dataset_path",
                  "tokenizer_name_or_path")
+SOURCE_LIST_KEYS = ("train_sources", "validation_sources")
 TEXT_SUFFIXES = {".json", ".jinja", ".md", ".yaml", ".yml", ".txt", ".model"}
 
 
@@ -105,11 +106,15 @@ def recipe_lineage(start: str | os.PathLike) -> list[tuple[str, dict]]:
         info_file = folder / "run_info.json"
         stage = json.loads(info_file.read_text()).get("recipe") if info_file.is_file() else None
         stages.append((stage or folder.name, config))
-        for key in UPSTREAM_KEYS:
-            value = config.get(key)
-            if isinstance(value, str) and value:
-                upstream = Path(value) if Path(value).is_absolute() else REPO_ROOT / value
-                todo.append(upstream if upstream.exists() else Path(value))
+        upstream = [config.get(key) for key in UPSTREAM_KEYS]
+        for key in SOURCE_LIST_KEYS:  # corpus sources: a data_prep split folder sits inside its run folder
+            upstream += [s.get("path") for s in config.get(key) or [] if isinstance(s, dict)]
+        for value in upstream:
+            if isinstance(value, str) and value and "$" not in value:
+                path = Path(value) if Path(value).is_absolute() else REPO_ROOT / value
+                path = path if path.exists() else Path(value)
+                todo += [path, path.parent] if path.is_dir() and not (path / "resolved_config.yaml").is_file() \
+                    else [path]
     return stages
 
 
