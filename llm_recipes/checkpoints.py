@@ -80,11 +80,13 @@ def resolve_source(name: str, base_model_name_or_path: str | None = None) -> Mod
                 raise ConfigError(f"LoRA adapter {path}: its base {base} is not a model folder (no config.json "
                                   "+ weights)")
             return ModelSource("adapter", str(path), base)
+        if (path / "latest").is_file():  # ZeRO shards: gathered from the fp32 master weights, even where the
+            return ModelSource("zero", str(path))  # checkpoint also holds a 16-bit consolidated copy
         if _is_model_folder(path):
             return ModelSource("model", str(path))
-        if (path / "latest").is_file() or complete_checkpoints(path):
-            return ModelSource("zero" if (find_checkpoint(path) / "latest").is_file() else "model",
-                               str(find_checkpoint(path)))
+        if complete_checkpoints(path):
+            checkpoint = find_checkpoint(path)
+            return ModelSource("zero" if (checkpoint / "latest").is_file() else "model", str(checkpoint))
         raise ConfigError(f"{path}: not a model (no config.json + weights), a training checkpoint or run folder, "
                           "or a LoRA adapter (adapter_config.json)")
     if path.exists():

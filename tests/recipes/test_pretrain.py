@@ -11,6 +11,7 @@ import torch
 from transformers import AutoTokenizer, LlamaForCausalLM, Trainer
 
 from testkit import REPO_ROOT, load_recipe, pretrain_args, run_recipe_error
+from llm_recipes.checkpoints import resolve_source
 from llm_recipes.model import ModelArguments, build_llama_config
 from llm_recipes.training import CHECKPOINT_COMPLETE
 
@@ -189,3 +190,11 @@ def test_zero3_two_processes_partition_shard_and_save(tiny_packed_dir, tmp_path)
     trained_away = LlamaForCausalLM(saved.config)  # a fresh init differs: the comparison is not vacuous
     with torch.no_grad():
         assert not torch.allclose(saved(x).logits, trained_away(x).logits, atol=1e-3)
+
+    # 4. make export takes the ZeRO checkpoint itself and gathers its fp32 shards the same way
+    assert resolve_source(str(out / "checkpoint-6")).kind == "zero"
+    exported = load_recipe("export").main(["--model_name_or_path", str(out / "checkpoint-6"),
+                                           "--output_dir", str(tmp_path / "export"),
+                                           "--repo_id", "tester/z3", "--dtype", "float32"])
+    with torch.no_grad():
+        assert torch.allclose(LlamaForCausalLM.from_pretrained(exported)(x).logits, gathered(x).logits, atol=1e-6)

@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from fakehub import FakeHub
-from testkit import REPO_ROOT, load_recipe, pretrain_args, run_recipe_error
+from testkit import DATA_DIR, REPO_ROOT, load_recipe, pretrain_args, run_recipe_error
 
 TOKEN = "hf_testTokenThatMustNeverBePrinted"
 
@@ -26,9 +26,9 @@ def exported(tmp_path_factory, tiny_chat_model_dir):
 
 def hub_env(hub, tmp_path, token=TOKEN):
     """The environment of a client process that talks to `hub`; HF_HOME empty so no saved login leaks in."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
-    env.update(HF_ENDPOINT=hub.url if hub else "http://127.0.0.1:9", HF_HUB_DISABLE_XET="1",
-               HF_HOME=str(tmp_path / "hf_home"), HF_HUB_DISABLE_TELEMETRY="1", DATA_DIR=os.environ.get("DATA_DIR", ""))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING", "TRANSFORMERS_OFFLINE"))}
+    env.update(HF_ENDPOINT=hub.url if hub else "http://127.0.0.1:9", HF_HUB_DISABLE_XET="1", HF_HUB_OFFLINE="0",
+               HF_HOME=str(tmp_path / "hf_home"), HF_HUB_DISABLE_TELEMETRY="1", DATA_DIR=str(DATA_DIR))
     if token:
         env["HF_TOKEN"] = token
     return env
