@@ -1,0 +1,33 @@
+"""What keeps local paths and tokens out of a published folder."""
+
+import pytest
+
+from llm_recipes.config import ConfigError
+from llm_recipes.hub.folder import check_no_leaks, redact
+from llm_recipes.run_info import REPO_ROOT
+
+
+def test_redact_rewrites_local_paths_even_inside_longer_strings(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    config = {"model_name_or_path": str(REPO_ROOT / "outputs/tiny/sft"),
+              "datasets": [{"path": str(tmp_path / "data" / "sst2.tsv")}],
+              "command": f"lm_eval --model_args pretrained={REPO_ROOT}/outputs/x,dtype=float32",
+              "elsewhere": "/opt/models/base", "hub": "tester/model", "lr": 0.1}
+    assert redact(config) == {"model_name_or_path": "./outputs/tiny/sft",
+                              "datasets": [{"path": "${DATA_DIR}/sst2.tsv"}],
+                              "command": "lm_eval --model_args pretrained=./outputs/x,dtype=float32",
+                              "elsewhere": "<local>/base", "hub": "tester/model", "lr": 0.1}
+
+
+def test_a_folder_with_a_token_or_a_local_path_is_refused(tmp_path, monkeypatch):
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"a": 1}')
+    check_no_leaks(folder)
+    monkeypatch.setenv("HF_TOKEN", "hf_secretvalue123")
+    (folder / "README.md").write_text("token hf_secretvalue123")
+    with pytest.raises(ConfigError, match="contains the Hub token"):
+        check_no_leaks(folder)
+    (folder / "README.md").write_text(f"trained from {tmp_path}/base")
+    with pytest.raises(ConfigError, match="contains the local path"):
+        check_no_leaks(folder)
