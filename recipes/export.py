@@ -136,6 +136,8 @@ def export(args: ExportArguments) -> Path:
             gguf_file=gguf_file,
         )
         card.save(staging / "README.md")
+        if results:  # the card's numbers in full, local paths rewritten
+            (staging / "eval_results.json").write_text(json.dumps(redact(results), indent=2, ensure_ascii=False) + "\n")
         check_no_leaks(staging, [args.model_name_or_path, args.output_dir])
     return Path(args.output_dir)
 

@@ -100,6 +100,7 @@ def test_model_card_has_metrics_recipe_and_no_local_path(exported, eval_results,
     assert "| sentiment (majority class) | SST-2 | accuracy | 0.5100 |" in card.text
     assert "tester/tiny-chat" in card.text and "## Limitations" in card.text
     assert (exported / "training_recipe" / "01-export.yaml").is_file()
+    assert json.loads((exported / "eval_results.json").read_text())["model"].startswith("<tmp>/")
     assert "01-export.yaml" in card.text
     base = str(tmp_path_factory.getbasetemp())
     leaks = [p.name for p, text in text_files(exported).items() if base in text or str(REPO_ROOT) in text]
