@@ -21,6 +21,7 @@ from llm_recipes.run_info import REPO_ROOT
 UPSTREAM_KEYS = ("model_name_or_path", "adapter_dir", "checkpoint_dir", "base_model_name_or_path", "dataset_path",
                  "tokenizer_name_or_path")
 SOURCE_LIST_KEYS = ("train_sources", "validation_sources")
+HUB_TOKEN_PATTERN = re.compile(r"\bhf_[A-Za-z0-9]{30,}\b")  # the shape of Hub access tokens, wherever they came from
 TEXT_SUFFIXES = {".json", ".jinja", ".md", ".yaml", ".yml", ".txt", ".model"}
 
 
@@ -244,8 +245,8 @@ def check_no_leaks(folder: Path, extra_paths: list[str] = ()) -> None:
         if not path.is_file() or path.suffix not in TEXT_SUFFIXES:
             continue
         text = path.read_text(errors="replace")
-        if token and token in text:
-            raise ConfigError(f"{path.name}: contains the Hub token; refusing to write it")
+        if (token and token in text) or HUB_TOKEN_PATTERN.search(text):
+            raise ConfigError(f"{path.relative_to(folder)}: contains a Hub token; refusing to publish it")
         for needle in needles:
             if re.search(re.escape(needle) + r"(?![\w.-])", text):
                 raise ConfigError(f"{path.relative_to(folder)}: contains the local path {needle}")

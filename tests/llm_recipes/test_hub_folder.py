@@ -26,7 +26,11 @@ def test_a_folder_with_a_token_or_a_local_path_is_refused(tmp_path, monkeypatch)
     check_no_leaks(folder)
     monkeypatch.setenv("HF_TOKEN", "hf_secretvalue123")
     (folder / "README.md").write_text("token hf_secretvalue123")
-    with pytest.raises(ConfigError, match="contains the Hub token"):
+    with pytest.raises(ConfigError, match="contains a Hub token"):
+        check_no_leaks(folder)
+    monkeypatch.delenv("HF_TOKEN")
+    (folder / "README.md").write_text("pushed with --hub_token hf_" + "a1B2" * 9)  # a token that came from a CLI flag
+    with pytest.raises(ConfigError, match="README.md: contains a Hub token"):
         check_no_leaks(folder)
     (folder / "README.md").write_text(f"trained from {tmp_path}/base")
     with pytest.raises(ConfigError, match="contains the local path"):
