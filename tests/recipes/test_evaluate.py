@@ -118,16 +118,23 @@ def test_evaluate_writes_results_report_and_pictures(tmp_path, tiny_chat_model_d
     assert (out / "resolved_config.yaml").is_file() and results["kind"] == "model"
 
 
-def test_a_lora_adapter_is_evaluated_on_its_base(tmp_path, tiny_chat_model_dir):
+def make_adapter(tmp_path, base_dir):
+    """A LoRA adapter with non-zero B on the base, and the same adapter merged into a full model folder."""
     from peft import LoraConfig, get_peft_model
 
-    base = AutoModelForCausalLM.from_pretrained(tiny_chat_model_dir)
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
     torch.manual_seed(2)
     model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     model.save_pretrained(tmp_path / "adapter")
     merged = tmp_path / "merged"
     model.merge_and_unload().save_pretrained(merged)
-    AutoTokenizer.from_pretrained(tiny_chat_model_dir).save_pretrained(merged)
+    AutoTokenizer.from_pretrained(base_dir).save_pretrained(merged)
+    return tmp_path / "adapter", merged
+
+
+def test_a_lora_adapter_is_evaluated_on_its_base(tmp_path, tiny_chat_model_dir):
+    make_adapter(tmp_path, tiny_chat_model_dir)
+    merged = tmp_path / "merged"
     recipe = load_recipe("evaluate")
     via_adapter = recipe.main(["--config", str(write_config(tmp_path, tmp_path / "adapter", tasks=["lm"]))])
     via_merged = recipe.main(["--config", str(write_config(tmp_path, merged, tasks=["lm"]))])
@@ -153,6 +160,18 @@ def test_bits_per_byte_equals_lm_evaluation_harness(tmp_path, tiny_chat_model_di
     # a smaller stride gives every token more context: a different (here: the scorer must notice) number
     shorter = load_recipe("evaluate").main(["--config", str(config), "--stride", "16", "--tasks", "lm"])
     assert shorter["language_modeling"]["wikitext"]["bits_per_byte"] != pytest.approx(theirs, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_lm_eval_runs_an_adapter_through_peft(tmp_path, tiny_chat_model_dir):
+    adapter, _ = make_adapter(tmp_path, tiny_chat_model_dir)
+    config = write_config(tmp_path, adapter, tasks=["lm", "lm_eval"], context_length=64, stride=64,
+                          lm_sets=[{"path": "${DATA_DIR}/wikitext2/test.txt", "name": "wikitext", "max_documents": 4}],
+                          lm_eval_tasks=["llmr_wikitext"], lm_eval_limit=4)
+    results = load_recipe("evaluate").main(["--config", str(config)])
+    assert "peft=" in results["lm_eval"]["command"]
+    assert results["language_modeling"]["wikitext"]["bits_per_byte"] == pytest.approx(
+        results["lm_eval"]["results"]["llmr_wikitext"]["bits_per_byte"], rel=1e-5)
 
 
 # --- bad input --------------------------------------------------------------------------------------------------------
