@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from llm_recipes.atomic import atomic_write_text
+from llm_recipes.redact import redact_argv
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,7 +108,7 @@ def write_run_info(output_dir: str | os.PathLike, *dataclass_objs: Any, recipe: 
     atomic_write_text(out / "resolved_config.yaml", header + yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     info = {
         "recipe": recipe,
-        "command": [sys.executable, *sys.argv],
+        "command": redact_argv([sys.executable, *sys.argv]),
         "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git": git_state(),
         "python": platform.python_version(),

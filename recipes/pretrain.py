@@ -46,6 +46,7 @@ from llm_recipes.model import (
     zero3_memory_estimates,
 )
 from llm_recipes.packing import tokenizer_fingerprint
+from llm_recipes.redact import move_hub_token_to_env
 from llm_recipes.run_info import write_run_info
 from llm_recipes.training import (
     CheckpointCompleteCallback,
@@ -93,6 +94,7 @@ class PretrainConfig(TrainingArguments):
 
     def __post_init__(self):
         use_gloo_without_gpu(self)
+        move_hub_token_to_env(self)
         if self.bf16 and not torch.cuda.is_available():
             logger.warning("bf16 requested but no GPU: training in fp32")
             self.bf16 = False

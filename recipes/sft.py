@@ -40,6 +40,7 @@ from llm_recipes.atomic import atomic_write_text
 from llm_recipes.chat_data import ChatDataArguments, load_mixture, report_dict
 from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.distributed import exit_skipping_teardown_on_cpu_ranks, use_gloo_without_gpu
+from llm_recipes.redact import move_hub_token_to_env
 from llm_recipes.run_info import write_run_info
 from llm_recipes.tokenizer import stop_token_ids
 from llm_recipes.training import CheckpointCompleteCallback, ConsoleProgressCallback, resolve_resume
@@ -73,6 +74,7 @@ class ScriptArguments(ChatDataArguments):
 class SFTConfig(trl.SFTConfig):
     def __post_init__(self):
         use_gloo_without_gpu(self)
+        move_hub_token_to_env(self)
         if self.bf16 is not False and not torch.cuda.is_available():
             if self.bf16:
                 logger.warning("bf16 requested but no GPU: training in fp32")

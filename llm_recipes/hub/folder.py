@@ -15,13 +15,13 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from llm_recipes.config import ConfigError
+from llm_recipes.redact import HUB_TOKEN_PATTERN
 from llm_recipes.run_info import REPO_ROOT
 
 # Keys of a resolved config that name the folder the stage started from: the recipe lineage follows them.
 UPSTREAM_KEYS = ("model_name_or_path", "adapter_dir", "checkpoint_dir", "base_model_name_or_path", "dataset_path",
                  "tokenizer_name_or_path")
 SOURCE_LIST_KEYS = ("train_sources", "validation_sources")
-HUB_TOKEN_PATTERN = re.compile(r"\bhf_[A-Za-z0-9]{30,}\b")  # the shape of Hub access tokens, wherever they came from
 TEXT_SUFFIXES = {".json", ".jinja", ".md", ".yaml", ".yml", ".txt", ".model"}
 
 
