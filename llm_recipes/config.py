@@ -46,7 +46,7 @@ class RecipeParser(TrlParser):
             *dataclasses_, leftover = self.parse_args_and_config(args, return_remaining_strings=True)
         except ValueError as e:  # raised by a dataclass's __post_init__ (ConfigError is one): a config mistake
             source = f"{config_path}: " if config_path else ""
-            self.error(f"{source}{e}")
+            self.error(source + "; ".join(line.strip("- ") for line in str(e).splitlines() if line.strip()))
         if leftover:
             self._fail_unknown([a for a in leftover if a.startswith("--")] or leftover, where="command line")
         return tuple(dataclasses_)

@@ -31,7 +31,7 @@ import torch
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 import trl  # noqa: E402
-from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
+from transformers import AutoTokenizer, EarlyStoppingCallback, IntervalStrategy, set_seed
 from transformers.trainer_callback import ProgressCallback
 from trl import ModelConfig, SFTTrainer, get_peft_config, get_quantization_config
 from trl.chat_template_utils import has_generation_markers
@@ -75,6 +75,9 @@ class SFTConfig(trl.SFTConfig):
     def __post_init__(self):
         use_gloo_without_gpu(self)
         move_hub_token_to_env(self)
+        if self.eval_on_start and self.eval_strategy in ("no", IntervalStrategy.NO):
+            logger.warning("eval_on_start ignored: eval_strategy is 'no'")
+            self.eval_on_start = False
         if self.bf16 is not False and not torch.cuda.is_available():
             if self.bf16:
                 logger.warning("bf16 requested but no GPU: training in fp32")

@@ -303,12 +303,21 @@ def test_qlora_without_bitsandbytes_is_one_clear_line(base_dir, data_dir, tmp_pa
         (["--load_best_model_at_end", "false"], "early_stopping_patience needs load_best_model_at_end: true"),
         (["--load_in_4bit", "true"], "load_in_4bit / load_in_8bit train adapters only: set use_peft: true"),
         (["--model_name_or_path", "/nonexistent/model"], "/nonexistent/model"),
+        (["--eval_strategy", "no"], "load_best_model_at_end requires the save and eval strategy to match"),
     ],
 )
 def test_bad_config(base_dir, data_dir, tmp_path, capsys, extra, message):
     config = recipe_config(tmp_path, data_dir)
     err = run_recipe_error("sft", sft_args(config, base_dir, tmp_path / "bad", *extra), capsys)
-    assert message in err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 2
+
+
+def test_no_eval_strategy_trains_without_the_yaml_eval_on_start(base_dir, data_dir, tmp_path):
+    """`--eval_strategy no` on a recipe that keeps eval_on_start: true trained into a Trainer traceback before."""
+    config = recipe_config(tmp_path, data_dir, sources=((EN, 40),), eval_strategy="no", eval_on_start=True,
+                           load_best_model_at_end=False, early_stopping_patience=None, max_steps=2, save_steps=2)
+    trainer = load_recipe("sft").main(sft_args(config, base_dir, tmp_path / "out"))
+    assert trainer.state.global_step == 2 and not trainer.args.eval_on_start
 
 
 def test_invalid_records_stop_the_recipe_naming_file_and_record(base_dir, data_dir, tmp_path, capsys):
