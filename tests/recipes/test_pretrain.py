@@ -1,6 +1,7 @@
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from transformers import AutoTokenizer, LlamaForCausalLM, Trainer
 from testkit import REPO_ROOT, load_recipe, pretrain_args, run_recipe_error
 from llm_recipes.checkpoints import resolve_source
 from llm_recipes.model import ModelArguments, build_llama_config
-from llm_recipes.training import CHECKPOINT_COMPLETE
+from llm_recipes.training import CHECKPOINT_COMPLETE, complete_checkpoints
 
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
 
@@ -129,6 +130,8 @@ def test_kill_and_resume_matches_uninterrupted_run(tiny_packed_dir, tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (killed / "model.safetensors").exists(), "the run finished before it was killed"
+    checkpoint = int(complete_checkpoints(killed)[-1].name.split("-")[1])  # where the resumed run must start
+    lines_before = len((killed / "data_order" / "rank0.txt").read_text().splitlines())
     # a checkpoint cut off mid-write: newer than any other, but without its completion marker
     partial = killed / "checkpoint-55"
     partial.mkdir(exist_ok=True)
@@ -139,21 +142,27 @@ def test_kill_and_resume_matches_uninterrupted_run(tiny_packed_dir, tmp_path):
     assert proc.returncode == 0, out
     assert "ignoring incomplete checkpoint(s)" in out and "checkpoint-55" in out
 
-    resumed_log = history(killed)
-    resumed_from = min(e["step"] for e in resumed_log if "loss" in e and e["step"] > 20) - 1
-    assert resumed_from in (20, 30, 40, 50)
-    expected, got = losses(history(baseline)), losses(resumed_log)
-    after = [s for s in expected if s > resumed_from]
-    assert after and all(abs(got[s] - expected[s]) <= 1e-5 for s in after), {s: (got[s], expected[s]) for s in after}
+    # the resumed process starts at the checkpoint's step: its first logged step and its first batch prove it (a run
+    # that silently restarted from step 0 would log the same losses, training being deterministic)
+    logged = [int(m) for m in re.findall(r"^step (\d+)/60 \| loss", out, re.M)]
+    assert logged and logged[0] == checkpoint + 1, (checkpoint, logged[:3])
 
-    # same data order after the resume point, and no batch replayed: one line per step
+    # exactly the batches after the checkpoint, in the uninterrupted run's order: none replayed, none skipped
     def order(path):
         return [line.split() for line in (path / "data_order" / "rank0.txt").read_text().splitlines()]
 
-    base_order, resumed_order = order(baseline), order(killed)
-    assert [h for s, h in resumed_order if int(s) >= resumed_from][-len(after):] == [h for s, h in base_order if int(s) >= resumed_from]
-    resumed_part = resumed_order[len(resumed_order) - len(after):]
-    assert [int(s) for s, _ in resumed_part] == list(range(resumed_from, 60))
+    resumed_part = order(killed)[lines_before:]
+    assert [int(step) for step, _ in resumed_part] == list(range(checkpoint, 60))
+    assert [h for _, h in resumed_part] == [h for step, h in order(baseline) if int(step) >= checkpoint]
+
+    # and the same losses and final weights as the uninterrupted run
+    expected, got = losses(history(baseline)), losses(history(killed))
+    after = [s for s in expected if s > checkpoint]
+    assert after and all(abs(got[s] - expected[s]) <= 1e-5 for s in after), {s: (got[s], expected[s]) for s in after}
+    x = torch.randint(0, 2048, (1, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        final = [LlamaForCausalLM.from_pretrained(d)(x).logits for d in (baseline, killed)]
+    assert torch.allclose(*final, atol=1e-5)
 
 
 @pytest.mark.slow
