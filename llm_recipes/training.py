@@ -53,16 +53,8 @@ class PretrainTrainer(Trainer):
         if self._clock is None:
             self._clock = (time.perf_counter(), self.state.global_step)
         if self.log_data_order:
-            self._record_batch(inputs["input_ids"])
+            record_batch(self, inputs["input_ids"])
         return super().training_step(model, inputs, num_items_in_batch)
-
-    def _record_batch(self, input_ids: torch.Tensor) -> None:
-        """One line per micro-batch: optimizer step, rank, hash of the token ids (checks sharding and resume order)."""
-        digest = hashlib.sha1(input_ids.detach().cpu().numpy().tobytes()).hexdigest()[:16]
-        path = Path(self.args.output_dir) / "data_order" / f"rank{self.args.process_index}.txt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as f:
-            f.write(f"{self.state.global_step} {digest}\n")
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._clock is not None:
@@ -79,6 +71,16 @@ class PretrainTrainer(Trainer):
         if "eval_loss" in logs:
             logs["eval_perplexity"] = round(math.exp(min(logs["eval_loss"], 50.0)), 4)
         super().log(logs, start_time)
+
+
+def record_batch(trainer: Trainer, input_ids: torch.Tensor) -> None:
+    """One line per micro-batch in output_dir/data_order/rank<N>.txt: the optimizer step and a hash of the token ids.
+    Tests read it to check sharding (ranks differ) and resume (no batch replayed or skipped)."""
+    digest = hashlib.sha1(input_ids.detach().cpu().numpy().tobytes()).hexdigest()[:16]
+    path = Path(trainer.args.output_dir) / "data_order" / f"rank{trainer.args.process_index}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(f"{trainer.state.global_step} {digest}\n")
 
 
 def _fmt_count(n: float) -> str:

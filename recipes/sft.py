@@ -43,7 +43,8 @@ from llm_recipes.distributed import exit_skipping_teardown_on_cpu_ranks, use_glo
 from llm_recipes.redact import move_hub_token_to_env
 from llm_recipes.run_info import write_run_info
 from llm_recipes.tokenizer import stop_token_ids
-from llm_recipes.training import CheckpointCompleteCallback, ConsoleProgressCallback, resolve_resume
+from llm_recipes.training import (CheckpointCompleteCallback, ConsoleProgressCallback, record_batch,
+                                  resolve_resume)
 
 logger = logging.getLogger("sft")
 warnings.filterwarnings("ignore", message=r".*(all_gather_into_tensor|reduce_scatter_tensor).*", category=FutureWarning)
@@ -68,6 +69,9 @@ class ScriptArguments(ChatDataArguments):
                           "sample_generation.json; single-process runs only."},
     )
     sample_max_new_tokens: int = field(default=64, metadata={"help": "Token budget of the sample generation."})
+    log_data_order: bool = field(
+        default=False, metadata={"help": "Write a hash of every micro-batch per rank to output_dir/data_order/."}
+    )
 
 
 @dataclass
@@ -180,6 +184,7 @@ class RecipeSFTTrainer(SFTTrainer):
         self.data_collator = TokenShareCollator(self.data_collator, self.args.packing, self.args.max_length)
         self._window = {"real": 0, "slots": 0, "start": None}
         self._real_tokens_seen = 0
+        self.log_data_order = False  # set by build_trainer from ScriptArguments
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         real, slots = inputs.pop("real_tokens"), inputs.pop("token_slots")
@@ -188,6 +193,8 @@ class RecipeSFTTrainer(SFTTrainer):
         w["real"] += int(real)
         self._real_tokens_seen += int(real)
         w["slots"] += int(slots)
+        if self.log_data_order:
+            record_batch(self, inputs["input_ids"])
         return super().training_step(model, inputs, num_items_in_batch)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -288,6 +295,7 @@ def build_trainer(script_args: ScriptArguments, args: SFTConfig, model_args: Mod
         )
     except (ImportError, ValueError) as e:  # e.g. a tokenizer the model does not fit, a quantizer refusing the machine
         raise ConfigError(f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
+    trainer.log_data_order = script_args.log_data_order
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(ConsoleProgressCallback)
     set_stop_tokens(trainer.model, tokenizer)

@@ -1,8 +1,11 @@
 import importlib.util
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -402,3 +405,65 @@ def test_every_sft_recipe_parses_and_loads_its_mixture(config, data_dir):
     assert len(data["train"]) > 500 and len(data["test"]) > 20 and all(r.invalid == 0 for r in reports)
     assert args.assistant_only_loss and args.packing and args.packing_strategy == "bfd"
     assert (args.deepspeed_plugin is None) and args.eval_strategy == "steps"
+
+
+# --- kill and resume ---------------------------------------------------------------------------------------------------
+
+
+def run_sft(config, base_dir, out, *extra):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, str(REPO_ROOT / "recipes/sft.py"), *sft_args(config, base_dir, out, *extra)],
+                            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["tiny", "tiny_lora"])
+def test_kill_and_resume_continues_at_the_checkpoint(preset, base_dir, data_dir, tmp_path):
+    """SIGKILL after the second checkpoint, resume `latest`: the resumed process starts at that checkpoint's step
+    (first logged step, first batch), adds exactly the remaining batches in the uninterrupted order, and ends with
+    the same losses and weights. With resume_from_checkpoint=None in the recipe this test fails."""
+    from llm_recipes.training import CHECKPOINT_COMPLETE, complete_checkpoints
+
+    config = recipe_config(tmp_path, data_dir, preset=preset, sources=((EN, 160), (ZH, 160)), eval_strategy="no",
+                           eval_on_start=False, load_best_model_at_end=False, early_stopping_patience=None,
+                           max_steps=30, save_steps=10, save_total_limit=3, logging_steps=1, log_data_order=True,
+                           max_length=128)
+    baseline, killed = tmp_path / "baseline", tmp_path / "killed"
+    out, _ = (proc := run_sft(config, base_dir, baseline)).communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+
+    proc = run_sft(config, base_dir, killed)
+    deadline = time.time() + 600
+    while not (killed / "checkpoint-20" / CHECKPOINT_COMPLETE).exists():
+        assert proc.poll() is None and time.time() < deadline, "run ended before its second checkpoint"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "trainer_state.json").exists(), "the run finished before it was killed"
+    checkpoint = int(complete_checkpoints(killed)[-1].name.split("-")[1])
+    order_file = killed / "data_order" / "rank0.txt"
+    lines_before = len(order_file.read_text().splitlines())
+
+    out, _ = (proc := run_sft(config, base_dir, killed, "--resume_from_checkpoint", "latest")).communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    logged = [int(m) for m in re.findall(r"^step (\d+)/30 \| loss", out, re.M)]
+    assert logged and logged[0] == checkpoint + 1, (checkpoint, logged[:3])
+
+    def order(path):
+        return [line.split() for line in (path / "data_order" / "rank0.txt").read_text().splitlines()]
+
+    resumed_part = order(killed)[lines_before:]
+    assert [int(step) for step, _ in resumed_part] == list(range(checkpoint, 30))
+    assert [h for _, h in resumed_part] == [h for step, h in order(baseline) if int(step) >= checkpoint]
+
+    def train_losses(path):
+        state = json.loads((path / "trainer_state.json").read_text())
+        return {e["step"]: e["loss"] for e in state["log_history"] if "loss" in e}
+
+    expected, got = train_losses(baseline), train_losses(killed)
+    after = [s for s in expected if s > checkpoint]
+    assert after and all(abs(got[s] - expected[s]) <= 1e-5 for s in after), {s: (got[s], expected[s]) for s in after}
+    weights = "adapter_model.safetensors" if preset == "tiny_lora" else "model.safetensors"
+    final, reference = load_file(killed / weights), load_file(baseline / weights)
+    assert final.keys() == reference.keys()
+    assert all(torch.allclose(final[k], reference[k], atol=1e-5) for k in final)
