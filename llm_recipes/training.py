@@ -5,14 +5,17 @@ that are only trusted once complete, and resume from the newest complete one.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import os
 import re
 import time
+import zipfile
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
@@ -123,8 +126,12 @@ class CheckpointCompleteCallback(TrainerCallback):
             torch.distributed.barrier()  # DeepSpeed ranks write their own shards
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if folder.is_dir():
-                atomic_write_text(folder / CHECKPOINT_COMPLETE, f"{state.global_step}\n")
+            if folder.is_dir():  # the marker lists every file with its size: resume checks them (trainer_state.json
+                # is left out: the Trainer may rewrite it later, e.g. to record the best checkpoint)
+                files = {p.relative_to(folder).as_posix(): p.stat().st_size for p in sorted(folder.rglob("*"))
+                         if p.is_file() and p.name not in (CHECKPOINT_COMPLETE, "trainer_state.json")}
+                atomic_write_text(folder / CHECKPOINT_COMPLETE,
+                                  json.dumps({"step": state.global_step, "files": files}, indent=1) + "\n")
 
 
 def complete_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
@@ -138,7 +145,58 @@ def complete_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
     incomplete = [p.name for _, p in found if not (p / CHECKPOINT_COMPLETE).exists()]
     if incomplete:
         logger.warning("ignoring incomplete checkpoint(s) in %s: %s", folder, ", ".join(incomplete))
-    return [p for _, p in found if (p / CHECKPOINT_COMPLETE).exists()]
+    usable = []
+    for _, path in found:
+        if not (path / CHECKPOINT_COMPLETE).exists():
+            continue
+        problem = checkpoint_problem(path)
+        if problem:
+            logger.warning("ignoring damaged checkpoint %s: %s", path.name, problem)
+        else:
+            usable.append(path)
+    return usable
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why a checkpoint marked complete cannot be resumed from (a file missing, cut short, or unreadable), or None.
+
+    Cheap checks first: every file the completion marker lists, at its recorded size; trainer_state.json parses;
+    safetensors headers parse. Then the CRCs of torch's zip files (optimizer, scheduler, RNG states; ZeRO shards):
+    this reads them once, as the resume is about to anyway.
+    """
+    try:
+        marker = json.loads((folder / CHECKPOINT_COMPLETE).read_text())
+    except json.JSONDecodeError:
+        marker = {}  # a marker from before the file list: nothing to compare sizes with
+    for name, size in (marker.get("files") or {}).items() if isinstance(marker, dict) else ():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, {size} when it was written"
+    try:
+        json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        return f"trainer_state.json is missing or unreadable ({type(e).__name__})"
+    for path in sorted(folder.rglob("*")):
+        name = path.relative_to(folder).as_posix()
+        if path.suffix == ".safetensors":
+            try:
+                with safe_open(str(path), framework="pt"):
+                    pass
+            except Exception as e:  # noqa: BLE001 - any failure to read the header means: damaged
+                return f"{name} is not readable safetensors ({type(e).__name__})"
+        elif path.suffix in (".pt", ".pth", ".bin") and zipfile.is_zipfile(path):
+            try:
+                with zipfile.ZipFile(path) as archive:
+                    bad = archive.testzip()
+            except (zipfile.BadZipFile, OSError) as e:
+                return f"{name} is damaged ({type(e).__name__})"
+            if bad is not None:
+                return f"{name} is damaged (CRC mismatch in {bad})"
+        elif path.suffix in (".pt", ".pth", ".bin"):
+            return f"{name} is damaged (not a torch zip archive)"
+    return None
 
 
 def resolve_resume(resume_from_checkpoint: str | None, output_dir: str) -> str | None:
@@ -156,4 +214,7 @@ def resolve_resume(resume_from_checkpoint: str | None, output_dir: str) -> str |
         raise FileNotFoundError(f"resume_from_checkpoint: no such folder {path}")
     if not (path / CHECKPOINT_COMPLETE).exists():
         raise FileNotFoundError(f"resume_from_checkpoint: {path} is incomplete (no {CHECKPOINT_COMPLETE} marker)")
+    problem = checkpoint_problem(path)
+    if problem:
+        raise FileNotFoundError(f"resume_from_checkpoint: {path} is damaged: {problem}")
     return str(path)

@@ -207,3 +207,33 @@ def test_zero3_two_processes_partition_shard_and_save(tiny_packed_dir, tmp_path)
                                            "--repo_id", "tester/z3", "--dtype", "float32"])
     with torch.no_grad():
         assert torch.allclose(LlamaForCausalLM.from_pretrained(exported)(x).logits, gathered(x).logits, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_resume_skips_damaged_checkpoints_naming_the_file(tiny_packed_dir, tmp_path):
+    """A complete-looking checkpoint with a damaged model shard, a damaged optimizer file or no trainer_state.json
+    is skipped with a warning naming the file; training resumes from the newest checkpoint that is intact."""
+    out = tmp_path / "run"
+    common = ["--save_steps", "5", "--save_total_limit", "4", "--logging_steps", "1", "--eval_strategy", "no"]
+    proc = run_pretrain(pretrain_args(tiny_packed_dir, out, "--max_steps", "20", *common))
+    log, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, log
+    assert sorted(p.name for p in complete_checkpoints(out)) == [f"checkpoint-{s}" for s in (10, 15, 20, 5)]
+
+    header = out / "checkpoint-20" / "model.safetensors"  # same size, garbage header
+    header.write_bytes(b"\xff" * 16 + header.read_bytes()[16:])
+    optimizer = out / "checkpoint-15" / "optimizer.pt"  # same size, flipped bytes in the middle
+    data = bytearray(optimizer.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 64] = bytes(64)
+    optimizer.write_bytes(bytes(data))
+    (out / "checkpoint-10" / "trainer_state.json").unlink()
+
+    proc = run_pretrain(pretrain_args(tiny_packed_dir, out, "--max_steps", "25", *common,
+                                      "--resume_from_checkpoint", "latest"))
+    log, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, log
+    for name, file in (("checkpoint-20", "model.safetensors"), ("checkpoint-15", "optimizer.pt"),
+                       ("checkpoint-10", "trainer_state.json")):
+        assert re.search(rf"ignoring damaged checkpoint {name}: {re.escape(file)} ", log), (name, log[-2000:])
+    logged = [int(m) for m in re.findall(r"^step (\d+)/25 \| loss", log, re.M)]
+    assert logged[0] == 6  # resumed from checkpoint-5, the newest intact one
