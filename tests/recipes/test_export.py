@@ -164,6 +164,7 @@ def test_export_from_a_run_folder_takes_the_newest_complete_checkpoint(tiny_chat
     run = tmp_path / "run"
     for step, complete in ((2, True), (4, True), (6, False)):
         shutil.copytree(tiny_chat_model_dir, run / f"checkpoint-{step}")
+        (run / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
         if complete:
             (run / f"checkpoint-{step}" / "checkpoint_complete").write_text(f"{step}\n")
     with torch.no_grad():  # make checkpoint-4 recognisable
