@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,3 +49,36 @@ def publish_dir(final: str | os.PathLike) -> Iterator[Path]:
     os.replace(staging, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+# Writers that wrap the OSError (safetensors' Rust writer, torch's zip writer) keep only its text
+_DISK_FULL_TEXT = re.compile(
+    r"No space left on device|File too large|Disk quota exceeded|(os error|code:) (28|27|122)\b")
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS or _DISK_FULL_TEXT.search(str(exc)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+@contextlib.contextmanager
+def stop_cleanly_when_disk_full(prog: str) -> Iterator[None]:
+    """Around a recipe's main(): a write that fails for lack of space (ENOSPC, EFBIG, EDQUOT) ends the run with one
+    line and exit code 1 instead of a traceback. What was being written is never marked complete (checkpoints get
+    their marker last, outputs are renamed into place last), so the last complete checkpoint or output stays usable."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - anything else is re-raised untouched
+        if not is_disk_full(e):
+            raise
+        where = getattr(e, "filename", None) or "the output"
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        sys.stderr.write(f"{prog}: error: out of disk space writing {where} ({reason}); completed checkpoints and "
+                         "outputs are kept, the unfinished one is not marked complete\n")
+        raise SystemExit(1) from None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, GenerationConfig
 
-from llm_recipes.atomic import publish_dir
+from llm_recipes.atomic import publish_dir, stop_cleanly_when_disk_full
 from llm_recipes.checkpoints import DTYPES, ModelSource, find_checkpoint, load_model
 from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.run_info import write_run_info
@@ -61,4 +61,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    with stop_cleanly_when_disk_full("consolidate.py"):
+        main(sys.argv[1:])

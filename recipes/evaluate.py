@@ -23,7 +23,7 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)  # it
 
 from transformers import set_seed  # noqa: E402
 
-from llm_recipes.atomic import publish_dir  # noqa: E402
+from llm_recipes.atomic import publish_dir, stop_cleanly_when_disk_full  # noqa: E402
 from llm_recipes.checkpoints import DTYPES, load_model, load_tokenizer, resolve_source  # noqa: E402
 from llm_recipes.config import ConfigError, RecipeParser, parse_source_list  # noqa: E402
 from llm_recipes.evaluation import scoring as ev  # noqa: E402
@@ -156,4 +156,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    with stop_cleanly_when_disk_full("evaluate.py"):
+        main(sys.argv[1:])

@@ -24,7 +24,7 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)  # it
 
 from huggingface_hub.utils import HFValidationError, validate_repo_id  # noqa: E402
 
-from llm_recipes.atomic import publish_dir  # noqa: E402
+from llm_recipes.atomic import publish_dir, stop_cleanly_when_disk_full  # noqa: E402
 from llm_recipes.checkpoints import DTYPES, load_model, load_tokenizer, resolve_source  # noqa: E402
 from llm_recipes.config import ConfigError, RecipeParser  # noqa: E402
 from llm_recipes.hub.folder import (build_model_card, check_no_leaks, make_transformers4_readable,  # noqa: E402
@@ -156,4 +156,5 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    with stop_cleanly_when_disk_full("export.py"):
+        main(sys.argv[1:])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)  # its CPU import warning: see recipes/sft.py
 
-from llm_recipes.atomic import publish_dir  # noqa: E402
+from llm_recipes.atomic import publish_dir, stop_cleanly_when_disk_full  # noqa: E402
 from llm_recipes.checkpoints import DTYPES, ModelSource, adapter_base, load_model, load_tokenizer  # noqa: E402
 from llm_recipes.config import ConfigError, RecipeParser  # noqa: E402
 from llm_recipes.run_info import write_run_info  # noqa: E402
@@ -69,4 +69,5 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    with stop_cleanly_when_disk_full("merge_lora.py"):
+        main(sys.argv[1:])

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import datasets
 from transformers import AutoTokenizer
 
-from llm_recipes.atomic import publish_dir
+from llm_recipes.atomic import publish_dir, stop_cleanly_when_disk_full
 from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.corpus import CorpusArguments, load_corpus
 from llm_recipes.packing import count_token, count_tokens, pack, tokenize, tokenizer_fingerprint
@@ -105,4 +105,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    with stop_cleanly_when_disk_full("pack.py"):
+        main(sys.argv[1:])

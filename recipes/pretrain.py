@@ -34,6 +34,7 @@ from transformers import (
 )
 from transformers.trainer_callback import ProgressCallback
 
+from llm_recipes.atomic import stop_cleanly_when_disk_full
 from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.distributed import exit_skipping_teardown_on_cpu_ranks, use_gloo_without_gpu
 from llm_recipes.model import (
@@ -265,5 +266,6 @@ def log_partition(model, args) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    with stop_cleanly_when_disk_full("pretrain.py"):
+        main(sys.argv[1:])
     exit_skipping_teardown_on_cpu_ranks()

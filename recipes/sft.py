@@ -36,7 +36,7 @@ from transformers.trainer_callback import ProgressCallback
 from trl import ModelConfig, SFTTrainer, get_peft_config, get_quantization_config
 from trl.chat_template_utils import has_generation_markers
 
-from llm_recipes.atomic import atomic_write_text
+from llm_recipes.atomic import atomic_write_text, stop_cleanly_when_disk_full
 from llm_recipes.chat_data import ChatDataArguments, load_mixture, report_dict
 from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.distributed import exit_skipping_teardown_on_cpu_ranks, use_gloo_without_gpu
@@ -355,5 +355,6 @@ def main(argv: list[str] | None = None) -> SFTTrainer:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    with stop_cleanly_when_disk_full("sft.py"):
+        main(sys.argv[1:])
     exit_skipping_teardown_on_cpu_ranks()

@@ -13,7 +13,7 @@ import logging
 import sys
 from dataclasses import dataclass, field
 
-from llm_recipes.atomic import publish_dir
+from llm_recipes.atomic import publish_dir, stop_cleanly_when_disk_full
 from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.corpus import CorpusArguments, load_corpus
 from llm_recipes.run_info import write_run_info
@@ -64,4 +64,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    with stop_cleanly_when_disk_full("train_tokenizer.py"):
+        main(sys.argv[1:])

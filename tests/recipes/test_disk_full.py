@@ -1,0 +1,71 @@
+"""A disk that fills up mid-run: one line, exit code 1, the last complete checkpoint / output kept, nothing
+unfinished that looks complete. The failure is injected (an OSError ENOSPC from the Nth write of one kind of file):
+this machine cannot mount a small filesystem for a test, and a file-size limit would hit every checkpoint alike."""
+
+import subprocess
+import sys
+
+import pytest
+
+from llm_recipes.training import CHECKPOINT_COMPLETE, complete_checkpoints
+from testkit import REPO_ROOT, pretrain_args
+
+# Runs a recipe with torch.save / safetensors' save_file failing (ENOSPC) on the Nth write of a file whose name ends
+# with SUFFIX; argv: N SUFFIX recipe.py recipe-args...
+INJECT = """
+import errno, os, runpy, sys
+import safetensors.torch, torch
+import transformers.modeling_utils as modeling_utils
+
+n, suffix, *argv = sys.argv[1:]
+calls = {"n": 0}
+
+def failing(real):
+    def write(obj, f, *args, **kwargs):
+        if str(f).endswith(suffix):
+            calls["n"] += 1
+            if calls["n"] == int(n):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(f))
+        return real(obj, f, *args, **kwargs)
+    return write
+
+torch.save = failing(torch.save)
+modeling_utils.safe_save_file = failing(modeling_utils.safe_save_file)
+sys.argv = argv
+runpy.run_path(argv[0], run_name="__main__")
+"""
+
+
+def run_failing(n, suffix, recipe, *args):
+    return subprocess.run([sys.executable, "-c", INJECT, str(n), suffix, str(REPO_ROOT / "recipes" / recipe), *args],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+
+
+def one_error_line(done, prog):
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr + done.stdout
+    errors = [line for line in done.stderr.splitlines() if line.startswith(f"{prog}: error:")]
+    assert len(errors) == 1 and "out of disk space" in errors[0] and "No space left on device" in errors[0]
+
+
+@pytest.mark.slow
+def test_pretraining_keeps_the_last_good_checkpoint(tiny_packed_dir, tmp_path):
+    out = tmp_path / "run"
+    done = run_failing(2, "optimizer.pt", "pretrain.py", *pretrain_args(
+        tiny_packed_dir, out, "--max_steps", "30", "--save_steps", "10", "--eval_strategy", "no"))
+    one_error_line(done, "pretrain.py")
+    assert [p.name for p in complete_checkpoints(out)] == ["checkpoint-10"]
+    assert (out / "checkpoint-20").is_dir() and not (out / "checkpoint-20" / CHECKPOINT_COMPLETE).exists()
+    assert not (out / "model.safetensors").exists()  # no final model that looks finished
+
+
+def test_export_leaves_no_folder_and_keeps_the_previous_one(tiny_chat_model_dir, tmp_path):
+    out = tmp_path / "export"
+    args = ["--model_name_or_path", str(tiny_chat_model_dir), "--output_dir", str(out), "--repo_id", "tester/x",
+            "--dtype", "float32"]
+    one_error_line(run_failing(1, ".safetensors", "export.py", *args), "export.py")
+    assert not out.exists() and not list(tmp_path.glob(".export*"))
+    out.mkdir()
+    (out / "config.json").write_text("{}")  # a previous export
+    one_error_line(run_failing(1, ".safetensors", "export.py", *args), "export.py")
+    assert [p.name for p in out.iterdir()] == ["config.json"] and not list(tmp_path.glob(".export*"))
