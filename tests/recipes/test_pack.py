@@ -122,3 +122,56 @@ def test_bad_source_config(tmp_path, tiny_tokenizer_dir, capsys, yaml_sources, m
                    f"output_dir: {tmp_path / 'out'}\n")
     err = run_recipe_error("pack", ["--config", str(cfg)], capsys)
     assert message in err
+
+
+@pytest.mark.slow
+def test_killed_runs_never_look_complete_and_a_rerun_is_byte_identical(tmp_path, real_docs, tiny_tokenizer_dir):
+    """SIGKILL at seeded points across the run (each in a fresh datasets cache, so the kill lands in real work), then
+    rerun in the same cache: the output equals an uninterrupted run's byte for byte, and a killed run never leaves a
+    folder at output_dir."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from testkit import REPO_ROOT
+
+    corpus = write_jsonl(tmp_path / "docs.jsonl", real_docs * 4)
+
+    def start(out, cache):
+        env = {**os.environ, "HF_DATASETS_CACHE": str(cache)}
+        args = ["--train_sources", str(corpus), "--tokenizer_name_or_path", str(tiny_tokenizer_dir), "--output_dir",
+                str(out), "--block_size", "64", "--validation_split_size", "0.1", "--num_proc", "2"]
+        return subprocess.Popen([sys.executable, str(REPO_ROOT / "recipes/pack.py"), *args], cwd=REPO_ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def files(out):
+        return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+                if p.is_file() and p.name not in ("run_info.json", "resolved_config.yaml")}  # they name the run
+
+    began = time.time()
+    baseline = tmp_path / "baseline"
+    proc = start(baseline, tmp_path / "cache-baseline")
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
+    duration = time.time() - began
+
+    rng = random.Random(1234)
+    # three seeded points across the run, and one while the output is being written (its staging folder exists)
+    for i, fraction in enumerate([*sorted(rng.uniform(0.2, 0.95) for _ in range(3)), "write"]):
+        out, cache = tmp_path / f"killed{i}", tmp_path / f"cache{i}"
+        proc = start(out, cache)
+        if fraction == "write":
+            while proc.poll() is None and not list(tmp_path.glob(f".{out.name}.*.tmp")):
+                time.sleep(0.005)
+        else:
+            time.sleep(fraction * duration)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            # killed before its final rename: no folder; killed after it (while logging): the finished output
+            assert not out.exists() or files(out) == files(baseline), f"a killed run left a partial {out.name}"
+        proc = start(out, cache)
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
+        assert files(out) == files(baseline), f"rerun after a kill at {fraction} of the run differs"
