@@ -107,7 +107,9 @@ def resolve_files(source: TextSource) -> list[Path] | None:
 
 
 def check_local_file(path: Path) -> None:
-    """Fail with file and line on bytes that are not UTF-8 or JSON that does not parse."""
+    """Fail with file and line on bytes that are not UTF-8 or JSON that does not parse, and on an empty file."""
+    if path.stat().st_size == 0:
+        raise ConfigError(f"{path}: empty file (no documents)")
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             try:

@@ -1,0 +1,112 @@
+"""Bad input at every entry point, in one table: one line naming the file / line / key (plus the --help hint), exit
+code 2, no traceback, nothing written at the output path."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from testkit import REPO_ROOT, load_recipe
+
+# Files the cases point at, made once per test in tmp_path.
+FILES = {
+    "truncated.jsonl": '{"text": "a complete line"}\n{"text": "cut off mid-rec',
+    "latin1.txt": "caf\xe9 au lait\n".encode("latin-1"),
+    "empty.jsonl": "",
+    "wrong_schema.jsonl": '{"body": "no text column"}\n',
+    "unknown_schema.json": json.dumps([{"question": "Say hi", "reply": "hi"}] * 10),
+    "unknown_key.yaml": "block_size: 64\nblock_sise: 32\n",
+    "wrong_type.yaml": "block_size: sixty-four\n",
+    "labels.tsv": "sentence\tlabel\nfine film\t1\n",
+    "empty_prompts.jsonl": "\n",
+    "not_a_model/readme.txt": "hello",
+}
+
+
+def pack(tok, *extra):
+    return ["--tokenizer_name_or_path", str(tok), "--output_dir", "{out}", *extra]
+
+
+# (entry point, argv template, expected fragment). {tmp}: the test's folder; {tok}: a tokenizer; {model}: a chat
+# model; {packed}: packed data; {out}: the output path that must not appear.
+CASES = [
+    ("pack", ["--train_sources", "{tmp}/truncated.jsonl", *pack("{tok}")], "truncated.jsonl, line 2: invalid JSON"),
+    ("pack", ["--train_sources", "{tmp}/latin1.txt", *pack("{tok}")], "latin1.txt, line 1: not UTF-8"),
+    ("pack", ["--train_sources", "{tmp}/empty.jsonl", *pack("{tok}")], "empty.jsonl"),
+    ("pack", ["--train_sources", "{tmp}/wrong_schema.jsonl", *pack("{tok}")], "no column 'text'"),
+    ("pack", ["--train_sources", "{tmp}/missing.jsonl", *pack("{tok}")], "source not found"),
+    ("pack", ["--config", "{tmp}/unknown_key.yaml", "--train_sources", "x.jsonl", *pack("{tok}")],
+     "unknown key 'block_sise' (did you mean 'block_size'?)"),
+    ("pack", ["--config", "{tmp}/wrong_type.yaml", "--train_sources", "x.jsonl", *pack("{tok}")],
+     "key 'block_size' has value 'sixty-four' (str); expected int"),
+    ("train_tokenizer", ["--train_sources", "{tmp}/latin1.txt", "--output_dir", "{out}"], "not UTF-8"),
+    ("train_tokenizer", ["--train_sources", "{tmp}/truncated.jsonl", "--output_dir", "{out}", "--vocab_size", "100"],
+     "vocab_size"),
+    ("pretrain", ["--model_preset", "tiny", "--dataset_path", "{tmp}/missing", "--output_dir", "{out}",
+                  "--max_steps", "1"], "missing"),
+    ("pretrain", ["--model_preset", "tiny", "--dataset_path", "{packed}", "--tokenizer_name_or_path", "{tok2}",
+                  "--output_dir", "{out}", "--max_steps", "1"], "vocab mismatch"),
+    ("sft", ["--model_name_or_path", "{model}", "--datasets", "{tmp}/unknown_schema.json", "--output_dir", "{out}",
+             "--max_steps", "1", "--eval_strategy", "no", "--report_to", "none"], "unknown_schema.json"),
+    ("sft", ["--model_name_or_path", "{model}", "--load_in_4bit", "true", "--output_dir", "{out}"],
+     "load_in_4bit / load_in_8bit train adapters only"),
+    ("evaluate", ["--model_name_or_path", "{model}", "--output_dir", "{out}", "--tasks", "generation",
+                  "--prompts_file", "{tmp}/empty_prompts.jsonl"], "no prompt in the file"),
+    ("evaluate", ["--model_name_or_path", "{tmp}/not_a_model", "--output_dir", "{out}"], "not a model"),
+    ("export", ["--model_name_or_path", "{model}", "--output_dir", "{out}", "--repo_id", "a//b"], "invalid Hub id"),
+    ("export", ["--model_name_or_path", "{tmp}/not_a_model", "--output_dir", "{out}", "--repo_id", "a/b"],
+     "not a model"),
+    ("push", ["--folder", "{model}", "--repo_id", "a/b", "--dry_run"], "no README.md"),
+    ("merge_lora", ["--adapter_dir", "{model}", "--output_dir", "{out}"], "no adapter_config.json"),
+    ("consolidate", ["--checkpoint_dir", "{tmp}/not_a_model", "--output_dir", "{out}"], "neither a checkpoint nor a run folder"),
+    ("data_prep", ["--config", "{tmp}/unknown_key.yaml"], "unknown key"),
+]
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    for name, content in FILES.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def other_tokenizer(tmp_path_factory, tiny_tokenizer_dir):
+    """The tiny tokenizer with one more token: data packed with the original must be refused."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    tok.add_tokens(["<extra_token>"])
+    out = tmp_path_factory.mktemp("tok2") / "tokenizer"
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize("entry, argv, expected", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(entry, argv, expected, workspace, tiny_tokenizer_dir,
+                                                         other_tokenizer, tiny_packed_dir, tiny_chat_model_dir,
+                                                         capsys):
+    out = workspace / "out"
+    values = {"tmp": workspace, "tok": tiny_tokenizer_dir, "tok2": other_tokenizer, "model": tiny_chat_model_dir,
+              "packed": tiny_packed_dir, "out": out}
+    argv = [a.format(**values) for a in argv]
+    if entry == "data_prep":
+        from data_prep.cli import main
+    else:
+        main = load_recipe(entry).main
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if "error:" in line]
+    assert exc.value.code == 2, err[-2000:]
+    assert "Traceback" not in err and len(lines) == 1, err[-2000:]
+    assert expected in lines[0], lines[0]
+    assert not out.exists() and not list(Path(workspace).glob(".out*"))
+
+
+def test_every_entry_point_is_in_the_table():
+    recipes = {p.stem for p in (REPO_ROOT / "recipes").glob("*.py")}
+    assert recipes | {"data_prep"} == {entry for entry, _, _ in CASES}
+    assert len(CASES) >= 20
