@@ -237,3 +237,53 @@ def test_resume_skips_damaged_checkpoints_naming_the_file(tiny_packed_dir, tmp_p
         assert re.search(rf"ignoring damaged checkpoint {name}: {re.escape(file)} ", log), (name, log[-2000:])
     logged = [int(m) for m in re.findall(r"^step (\d+)/25 \| loss", log, re.M)]
     assert logged[0] == 6  # resumed from checkpoint-5, the newest intact one
+
+
+@pytest.mark.slow
+def test_zero3_two_processes_kill_and_resume(tiny_packed_dir, tmp_path):
+    """The same guarantee on 2 processes under ZeRO-3: SIGKILL to the whole launch after a checkpoint, resume
+    `latest`: each rank continues at the checkpoint's step with its own uninterrupted batches, same losses, same
+    consolidated weights."""
+    common = ["--max_steps", "20", "--save_steps", "5", "--save_total_limit", "4", "--logging_steps", "1",
+              "--eval_strategy", "no", "--log_data_order", "true"]
+
+    def launch(out, port, *extra):
+        cmd = [*ACCELERATE, "--config_file", str(REPO_ROOT / "launch/accelerate/zero3.yaml"), "--num_processes", "2",
+               "--main_process_port", str(port), str(REPO_ROOT / "recipes/pretrain.py"),
+               *pretrain_args(tiny_packed_dir, out, *common, *extra)]
+        return subprocess.Popen(cmd, cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+    baseline, killed = tmp_path / "baseline", tmp_path / "killed"
+    out, _ = (proc := launch(baseline, 29641)).communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+
+    proc = launch(killed, 29642)
+    deadline = time.time() + 600
+    while not (killed / "checkpoint-10" / CHECKPOINT_COMPLETE).exists():
+        assert proc.poll() is None and time.time() < deadline, "run ended before its second checkpoint"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "model.safetensors").exists(), "the run finished before it was killed"
+    checkpoint = int(complete_checkpoints(killed)[-1].name.split("-")[1])
+    before = {r: len((killed / "data_order" / f"rank{r}.txt").read_text().splitlines()) for r in (0, 1)}
+
+    out, _ = (proc := launch(killed, 29643, "--resume_from_checkpoint", "latest")).communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    logged = [int(m) for m in re.findall(r"^step (\d+)/20 \| loss", out, re.M)]
+    assert logged and logged[0] == checkpoint + 1, (checkpoint, logged[:3])
+    for rank in (0, 1):
+        def order(path):
+            return [line.split() for line in (path / "data_order" / f"rank{rank}.txt").read_text().splitlines()]
+
+        resumed = order(killed)[before[rank]:]
+        assert [int(step) for step, _ in resumed] == list(range(checkpoint, 20)), rank
+        assert [h for _, h in resumed] == [h for step, h in order(baseline) if int(step) >= checkpoint], rank
+    expected, got = losses(history(baseline)), losses(history(killed))
+    after = [s for s in expected if s > checkpoint]
+    assert after and all(abs(got[s] - expected[s]) <= 1e-5 for s in after), {s: (got[s], expected[s]) for s in after}
+    x = torch.randint(0, 2048, (1, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        final = [LlamaForCausalLM.from_pretrained(d)(x).logits for d in (baseline, killed)]
+    assert torch.allclose(*final, atol=1e-5)
