@@ -111,30 +111,51 @@ def run_pretrain(args, **kwargs):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
-@pytest.mark.slow
-def test_kill_and_resume_matches_uninterrupted_run(tiny_packed_dir, tmp_path):
-    common = ["--max_steps", "60", "--save_steps", "10", "--save_total_limit", "3", "--logging_steps", "1",
-              "--eval_steps", "1000", "--log_data_order", "true"]
-    baseline = tmp_path / "baseline"
-    proc = run_pretrain(pretrain_args(tiny_packed_dir, baseline, *common))
+KILL_COMMON = ["--max_steps", "60", "--save_steps", "10", "--save_total_limit", "3", "--logging_steps", "1",
+               "--eval_steps", "1000", "--log_data_order", "true"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_packed_dir, tmp_path_factory):
+    """The run the killed ones must reproduce, and how long it took."""
+    baseline = tmp_path_factory.mktemp("uninterrupted") / "run"
+    began = time.time()
+    proc = run_pretrain(pretrain_args(tiny_packed_dir, baseline, *KILL_COMMON))
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
+    return baseline, time.time() - began
 
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_point", ["after_checkpoint_20", "writing_checkpoint_30", "seeded_time"])
+def test_kill_and_resume_matches_uninterrupted_run(kill_point, tiny_packed_dir, uninterrupted, tmp_path):
+    """SIGKILL after a checkpoint completed, while one is being written (its folder exists, its marker does not), or
+    at a time drawn with a seed; then resume `latest` from the newest complete checkpoint (or from scratch)."""
+    import random
+
+    baseline, duration = uninterrupted
+    common = KILL_COMMON
     killed = tmp_path / "killed"
     proc = run_pretrain(pretrain_args(tiny_packed_dir, killed, *common))
     deadline = time.time() + 300
-    while not (killed / "checkpoint-20" / CHECKPOINT_COMPLETE).exists():
-        assert proc.poll() is None and time.time() < deadline, "run ended before its second checkpoint"
-        time.sleep(0.02)
+    if kill_point == "seeded_time":
+        time.sleep(random.Random(11).uniform(0.3, 0.8) * duration)
+    else:
+        folder = killed / ("checkpoint-20" if kill_point == "after_checkpoint_20" else "checkpoint-30")
+        while not (folder / CHECKPOINT_COMPLETE if kill_point == "after_checkpoint_20" else folder).exists():
+            assert proc.poll() is None and time.time() < deadline, f"run ended before {folder.name}"
+            time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (killed / "model.safetensors").exists(), "the run finished before it was killed"
-    checkpoint = int(complete_checkpoints(killed)[-1].name.split("-")[1])  # where the resumed run must start
-    lines_before = len((killed / "data_order" / "rank0.txt").read_text().splitlines())
+    complete = complete_checkpoints(killed)
+    checkpoint = int(complete[-1].name.split("-")[1]) if complete else 0  # where the resumed run must start
+    order_file = killed / "data_order" / "rank0.txt"
+    lines_before = len(order_file.read_text().splitlines()) if order_file.exists() else 0
     # a checkpoint cut off mid-write: newer than any other, but without its completion marker
     partial = killed / "checkpoint-55"
-    partial.mkdir(exist_ok=True)
+    partial.mkdir(parents=True, exist_ok=True)
     (partial / "model.safetensors").write_bytes(b"\0" * 100)
 
     proc = run_pretrain(pretrain_args(tiny_packed_dir, killed, *common, "--resume_from_checkpoint", "latest"))
