@@ -111,6 +111,17 @@ def run_pretrain(args, **kwargs):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
+def assert_same_losses_and_weights(baseline, resumed, checkpoint):
+    """After the checkpoint, the resumed run logs the uninterrupted run's losses and ends with its weights (1e-5)."""
+    expected, got = losses(history(baseline)), losses(history(resumed))
+    after = [s for s in expected if s > checkpoint]
+    assert after and all(abs(got[s] - expected[s]) <= 1e-5 for s in after), {s: (got[s], expected[s]) for s in after}
+    x = torch.randint(0, 2048, (1, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        final = [LlamaForCausalLM.from_pretrained(d)(x).logits for d in (baseline, resumed)]
+    assert torch.allclose(*final, atol=1e-5)
+
+
 KILL_COMMON = ["--max_steps", "60", "--save_steps", "10", "--save_total_limit", "3", "--logging_steps", "1",
                "--eval_steps", "1000", "--log_data_order", "true"]
 
@@ -176,14 +187,7 @@ def test_kill_and_resume_matches_uninterrupted_run(kill_point, tiny_packed_dir, 
     assert [int(step) for step, _ in resumed_part] == list(range(checkpoint, 60))
     assert [h for _, h in resumed_part] == [h for step, h in order(baseline) if int(step) >= checkpoint]
 
-    # and the same losses and final weights as the uninterrupted run
-    expected, got = losses(history(baseline)), losses(history(killed))
-    after = [s for s in expected if s > checkpoint]
-    assert after and all(abs(got[s] - expected[s]) <= 1e-5 for s in after), {s: (got[s], expected[s]) for s in after}
-    x = torch.randint(0, 2048, (1, 16), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        final = [LlamaForCausalLM.from_pretrained(d)(x).logits for d in (baseline, killed)]
-    assert torch.allclose(*final, atol=1e-5)
+    assert_same_losses_and_weights(baseline, killed, checkpoint)
 
 
 @pytest.mark.slow
@@ -301,10 +305,4 @@ def test_zero3_two_processes_kill_and_resume(tiny_packed_dir, tmp_path):
         resumed = order(killed)[before[rank]:]
         assert [int(step) for step, _ in resumed] == list(range(checkpoint, 20)), rank
         assert [h for _, h in resumed] == [h for step, h in order(baseline) if int(step) >= checkpoint], rank
-    expected, got = losses(history(baseline)), losses(history(killed))
-    after = [s for s in expected if s > checkpoint]
-    assert after and all(abs(got[s] - expected[s]) <= 1e-5 for s in after), {s: (got[s], expected[s]) for s in after}
-    x = torch.randint(0, 2048, (1, 16), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        final = [LlamaForCausalLM.from_pretrained(d)(x).logits for d in (baseline, killed)]
-    assert torch.allclose(*final, atol=1e-5)
+    assert_same_losses_and_weights(baseline, killed, checkpoint)
