@@ -13,7 +13,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from llm_recipes.config import ConfigError
-from llm_recipes.training import complete_checkpoints
+from llm_recipes.training import complete_checkpoints, newest_intact_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +42,15 @@ def _is_model_folder(path: Path) -> bool:
     return (path / "config.json").is_file() and any(any(path.glob(p)) for p in WEIGHT_PATTERNS)
 
 
-def find_checkpoint(path: Path) -> Path:
-    """A checkpoint-N (ZeRO or plain) or model folder as is; a run folder -> its newest complete checkpoint-N."""
-    if (path / "config.json").is_file() and ((path / "latest").is_file() or _is_model_folder(path)):
-        return path
-    checkpoints = complete_checkpoints(path)
-    if not checkpoints:
-        raise ConfigError(f"{path}: neither a checkpoint nor a run folder with a complete checkpoint-N")
-    return checkpoints[-1]
+def checkpoint_source(path: Path) -> ModelSource:
+    """A checkpoint-N (ZeRO shards, preferred over a 16-bit consolidated copy beside them, or plain weights) or model
+    folder as is; a run folder -> its newest intact checkpoint-N."""
+    if not ((path / "config.json").is_file() and ((path / "latest").is_file() or _is_model_folder(path))):
+        newest = newest_intact_checkpoint(path)
+        if newest is None:
+            raise ConfigError(f"{path}: neither a checkpoint nor a run folder with a complete checkpoint-N")
+        path = newest
+    return ModelSource("zero" if (path / "latest").is_file() else "model", str(path))
 
 
 def adapter_base(adapter_dir: Path, override: str | None = None) -> str:
@@ -80,13 +81,8 @@ def resolve_source(name: str, base_model_name_or_path: str | None = None) -> Mod
                 raise ConfigError(f"LoRA adapter {path}: its base {base} is not a model folder (no config.json "
                                   "+ weights)")
             return ModelSource("adapter", str(path), base)
-        if (path / "latest").is_file():  # ZeRO shards: gathered from the fp32 master weights, even where the
-            return ModelSource("zero", str(path))  # checkpoint also holds a 16-bit consolidated copy
-        if _is_model_folder(path):
-            return ModelSource("model", str(path))
-        if complete_checkpoints(path):
-            checkpoint = find_checkpoint(path)
-            return ModelSource("zero" if (checkpoint / "latest").is_file() else "model", str(checkpoint))
+        if (path / "latest").is_file() or _is_model_folder(path) or complete_checkpoints(path):
+            return checkpoint_source(path)
         raise ConfigError(f"{path}: not a model (no config.json + weights), a training checkpoint or run folder, "
                           "or a LoRA adapter (adapter_config.json)")
     if path.exists():

@@ -139,3 +139,10 @@ def stop_token_ids(tokenizer) -> list[int]:
     if im_end is not None and im_end not in ids:
         ids.append(im_end)
     return ids
+
+
+def set_stop_tokens(generation_config, tokenizer) -> None:
+    """A chat model's generation_config: stop at the tokenizer's eos and at <|im_end|>, pad with its pad token."""
+    ids = stop_token_ids(tokenizer)
+    generation_config.eos_token_id = ids if len(ids) > 1 else ids[0]
+    generation_config.pad_token_id = tokenizer.pad_token_id

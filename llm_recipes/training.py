@@ -135,7 +135,8 @@ class CheckpointCompleteCallback(TrainerCallback):
 
 
 def complete_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """Complete checkpoints in `output_dir`, oldest first; incomplete ones are named in a warning and skipped."""
+    """Checkpoints in `output_dir` whose completion marker was written, oldest first; incomplete ones are named in a
+    warning and skipped. Their files are not checked here: newest_intact_checkpoint does that."""
     folder = Path(output_dir)
     if not folder.is_dir():
         return []
@@ -145,16 +146,18 @@ def complete_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
     incomplete = [p.name for _, p in found if not (p / CHECKPOINT_COMPLETE).exists()]
     if incomplete:
         logger.warning("ignoring incomplete checkpoint(s) in %s: %s", folder, ", ".join(incomplete))
-    usable = []
-    for _, path in found:
-        if not (path / CHECKPOINT_COMPLETE).exists():
-            continue
+    return [p for _, p in found if (p / CHECKPOINT_COMPLETE).exists()]
+
+
+def newest_intact_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint whose files check out; damaged newer ones are named in a warning and skipped.
+    Walks newest first and stops at the first intact one, so older checkpoints are never read."""
+    for path in reversed(complete_checkpoints(output_dir)):
         problem = checkpoint_problem(path)
-        if problem:
-            logger.warning("ignoring damaged checkpoint %s: %s", path.name, problem)
-        else:
-            usable.append(path)
-    return usable
+        if problem is None:
+            return path
+        logger.warning("ignoring damaged checkpoint %s: %s", path.name, problem)
+    return None
 
 
 def checkpoint_problem(folder: Path) -> str | None:
@@ -204,11 +207,11 @@ def resolve_resume(resume_from_checkpoint: str | None, output_dir: str) -> str |
     if resume_from_checkpoint in (None, "", "false", "False", "none", "None"):
         return None
     if resume_from_checkpoint in ("latest", "auto", "true", "True"):
-        checkpoints = complete_checkpoints(output_dir)
-        if not checkpoints:
+        checkpoint = newest_intact_checkpoint(output_dir)
+        if checkpoint is None:
             logger.info("no complete checkpoint in %s: starting from scratch", output_dir)
             return None
-        return str(checkpoints[-1])
+        return str(checkpoint)
     path = Path(resume_from_checkpoint)
     if not path.is_dir():
         raise FileNotFoundError(f"resume_from_checkpoint: no such folder {path}")

@@ -15,10 +15,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import AutoTokenizer, GenerationConfig
+from transformers import AutoTokenizer
 
 from llm_recipes.atomic import publish_dir, stop_cleanly_when_disk_full
-from llm_recipes.checkpoints import DTYPES, ModelSource, find_checkpoint, load_model
+from llm_recipes.checkpoints import DTYPES, checkpoint_source, load_model
 from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.run_info import write_run_info
 
@@ -43,19 +43,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = make_parser()
     (args,) = parser.parse(argv)
     try:
-        checkpoint = find_checkpoint(Path(args.checkpoint_dir))
-        logger.info("consolidating %s", checkpoint)
-        kind = "zero" if (checkpoint / "latest").is_file() else "model"
-        model = load_model(ModelSource(kind, str(checkpoint)), DTYPES[args.dtype])
+        source = checkpoint_source(Path(args.checkpoint_dir))
+        logger.info("consolidating %s", source.path)
+        model = load_model(source, DTYPES[args.dtype])
     except ConfigError as e:
         parser.error(str(e))
     model.config.use_cache = True
     with publish_dir(args.output_dir) as staging:
-        model.save_pretrained(staging)
-        if (checkpoint / "generation_config.json").exists():
-            GenerationConfig.from_pretrained(checkpoint).save_pretrained(staging)
-        if (checkpoint / "tokenizer_config.json").exists():
-            AutoTokenizer.from_pretrained(checkpoint).save_pretrained(staging)
+        model.save_pretrained(staging)  # with the checkpoint's generation_config, which load_model kept
+        if (Path(source.path) / "tokenizer_config.json").exists():
+            AutoTokenizer.from_pretrained(source.path).save_pretrained(staging)
         write_run_info(staging, args, recipe="consolidate")
     logger.info("consolidated model saved to %s", args.output_dir)
 

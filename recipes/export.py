@@ -28,10 +28,10 @@ from llm_recipes.atomic import publish_dir, stop_cleanly_when_disk_full  # noqa:
 from llm_recipes.checkpoints import DTYPES, load_model, load_tokenizer, resolve_source  # noqa: E402
 from llm_recipes.config import ConfigError, RecipeParser  # noqa: E402
 from llm_recipes.hub.folder import (build_model_card, check_no_leaks, make_transformers4_readable,  # noqa: E402
-                                    recipe_lineage, redact, write_recipe_files)
+                                    recipe_lineage, redact_paths, write_recipe_files)
 from llm_recipes.hub.gguf import convert_to_gguf  # noqa: E402
 from llm_recipes.run_info import git_state, package_versions, resolved_config  # noqa: E402
-from llm_recipes.tokenizer import stop_token_ids  # noqa: E402
+from llm_recipes.tokenizer import set_stop_tokens  # noqa: E402
 
 logger = logging.getLogger("export")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "generation_config.json")
@@ -103,6 +103,7 @@ def export(args: ExportArguments) -> Path:
     logger.info("exporting %s (%s)", source.path, source.kind)
     tokenizer = load_tokenizer(source)
     results = json.loads(Path(args.eval_results).read_text()) if args.eval_results else None
+    shown = redact_paths(results)  # the results as the card and the folder carry them
     if results and Path(results.get("model", "")).resolve() != Path(args.model_name_or_path).resolve():
         logger.warning("eval_results %s measured %s, not %s", args.eval_results, results.get("model"),
                        args.model_name_or_path)
@@ -114,10 +115,10 @@ def export(args: ExportArguments) -> Path:
         else:
             model.config.use_cache = True  # trained without a KV cache; inference wants it
             model.generation_config.use_cache = True
-            if tokenizer.chat_template:
-                stops = stop_token_ids(tokenizer)
-                model.generation_config.eos_token_id = stops if len(stops) > 1 else stops[0]
-            model.generation_config.pad_token_id = tokenizer.pad_token_id
+            if tokenizer.chat_template:  # a base model without one keeps its own stop tokens
+                set_stop_tokens(model.generation_config, tokenizer)
+            else:
+                model.generation_config.pad_token_id = tokenizer.pad_token_id
             model.save_pretrained(staging, max_shard_size=args.max_shard_size)
         tokenizer.save_pretrained(staging)
         make_transformers4_readable(staging)
@@ -132,12 +133,12 @@ def export(args: ExportArguments) -> Path:
         card = build_model_card(
             model_name=args.repo_id.split("/")[-1], repo_id=args.repo_id, license=args.license,
             languages=args.languages, datasets=args.datasets, base_model=args.base_model, tags=args.tags,
-            summary=args.summary, limitations=args.limitations, eval_results=redact(results), recipes=recipes,
+            summary=args.summary, limitations=args.limitations, eval_results=shown, recipes=recipes,
             gguf_file=gguf_file,
         )
         card.save(staging / "README.md")
         if results:  # the card's numbers in full, local paths rewritten
-            (staging / "eval_results.json").write_text(json.dumps(redact(results), indent=2, ensure_ascii=False) + "\n")
+            (staging / "eval_results.json").write_text(json.dumps(shown, indent=2, ensure_ascii=False) + "\n")
         check_no_leaks(staging, [args.model_name_or_path, args.output_dir])
     return Path(args.output_dir)
 

@@ -42,7 +42,7 @@ from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.distributed import exit_skipping_teardown_on_cpu_ranks, use_gloo_without_gpu
 from llm_recipes.redact import move_hub_token_to_env
 from llm_recipes.run_info import write_run_info
-from llm_recipes.tokenizer import stop_token_ids
+from llm_recipes.tokenizer import set_stop_tokens
 from llm_recipes.training import (CheckpointCompleteCallback, ConsoleProgressCallback, record_batch,
                                   resolve_resume)
 
@@ -216,13 +216,6 @@ class RecipeSFTTrainer(SFTTrainer):
 # --- saving and the sample generation ---------------------------------------------------------------------------------
 
 
-def set_stop_tokens(model, tokenizer) -> None:
-    ids = stop_token_ids(tokenizer)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    base.generation_config.eos_token_id = ids if len(ids) > 1 else ids[0]
-    base.generation_config.pad_token_id = tokenizer.pad_token_id
-
-
 def save_final(trainer: SFTTrainer, output_dir: str) -> None:
     """Model (consolidated under ZeRO-3) or adapter + tokenizer: written to a staging folder, moved in file by file."""
     staging = Path(output_dir) / ".final-staging"
@@ -298,7 +291,8 @@ def build_trainer(script_args: ScriptArguments, args: SFTConfig, model_args: Mod
     trainer.log_data_order = script_args.log_data_order
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(ConsoleProgressCallback)
-    set_stop_tokens(trainer.model, tokenizer)
+    base = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
+    set_stop_tokens(base.generation_config, tokenizer)
     return trainer, report
 
 

@@ -77,7 +77,6 @@ class Window:
     tokens: list[int]
     start: int  # first scored logit position
     count: int  # number of scored tokens
-    owner: int  # which document / (example, label) the log-probs belong to
 
 
 @torch.no_grad()
@@ -106,7 +105,7 @@ def score_windows(model, windows: list[Window], batch_size: int, pad_id: int, de
 # --- language modelling: perplexity and bits per byte ----------------------------------------------------------------
 
 
-def rolling_windows(token_ids: list[int], prefix_id: int, context_length: int, stride: int, owner: int) -> list[Window]:
+def rolling_windows(token_ids: list[int], prefix_id: int, context_length: int, stride: int) -> list[Window]:
     """Every token of a document scored once, with up to `context_length` tokens before it.
 
     The document is prefixed with one token (eos: how pretraining separated documents) so its first token is scored
@@ -119,7 +118,7 @@ def rolling_windows(token_ids: list[int], prefix_id: int, context_length: int, s
         end = min(first + stride, len(seq))
         begin = max(0, end - 1 - context_length)
         # input seq[begin:end-1]; its logits at positions first-1-begin .. end-2-begin predict seq[first:end]
-        windows.append(Window(seq[begin:end], first - 1 - begin, end - first, owner))
+        windows.append(Window(seq[begin:end], first - 1 - begin, end - first))
         first = end
     return windows
 
@@ -129,7 +128,7 @@ def language_modeling(model, tokenizer, texts: list[str], context_length: int, s
     """Token perplexity (depends on the tokenizer) and bits per byte (does not: models with different tokenizers
     compare fairly) of `texts`, each document scored on its own."""
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    windows = [w for i, ids in enumerate(encoded) for w in rolling_windows(ids, prefix_id, context_length, stride, i)]
+    windows = [w for ids in encoded for w in rolling_windows(ids, prefix_id, context_length, stride)]
     logprob = sum(score_windows(model, windows, batch_size, tokenizer.pad_token_id or 0, desc))
     tokens = sum(len(ids) for ids in encoded)
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
@@ -162,7 +161,7 @@ def classify(model, tokenizer, texts: list[str], template: str, verbalizers: dic
     rng = random.Random(seed)
     verbal_ids = {y: tokenizer(verbalizers[y], add_special_tokens=False)["input_ids"] for y in labels}
     windows, prompts = [], []
-    for i, text in enumerate(texts):
+    for text in texts:
         prompt = few_shot_prefix(rng.sample(demo_pool, shots) if shots else [], template, verbalizers, separator)
         prompt += template.format(text=text)
         prompts.append(prompt)
@@ -170,7 +169,7 @@ def classify(model, tokenizer, texts: list[str], template: str, verbalizers: dic
         for y in labels:
             cont = verbal_ids[y]
             ids = (ctx + cont)[-(context_length + 1):]  # +1: the last token is only a target
-            windows.append(Window(ids, len(ids) - 1 - len(cont), len(cont), i))
+            windows.append(Window(ids, len(ids) - 1 - len(cont), len(cont)))
     sums = score_windows(model, windows, batch_size, tokenizer.pad_token_id or 0, desc)
     scores = np.array(sums).reshape(len(texts), len(labels))
     return [labels[j] for j in scores.argmax(axis=1)], prompts

@@ -80,13 +80,13 @@ def _roots() -> list[tuple[str, str]]:
     return sorted(((k, v) for k, v in roots.items() if k not in ("/", "")), key=lambda kv: -len(kv[0]))
 
 
-def redact(value: Any) -> Any:
+def redact_paths(value: Any) -> Any:
     """Local absolute paths in a config value (also inside longer strings, e.g. a command line) -> ${DATA_DIR}/...,
     ./..., ~/..., <tmp>/... or, for a path that is the whole value, <local>/<last part>."""
     if isinstance(value, dict):
-        return {k: redact(v) for k, v in value.items()}
+        return {k: redact_paths(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [redact(v) for v in value]
+        return [redact_paths(v) for v in value]
     if not isinstance(value, str):
         return value
     for root, name in _roots():
@@ -126,7 +126,7 @@ def write_recipe_files(stages: list[tuple[str, dict]], folder: Path) -> list[tup
     written = []
     for i, (stage, config) in enumerate(reversed(stages), start=1):
         name = f"{i:02d}-{stage}.yaml"
-        text = yaml.safe_dump(redact(config), sort_keys=False, allow_unicode=True)
+        text = yaml.safe_dump(redact_paths(config), sort_keys=False, allow_unicode=True)
         (out / name).write_text(f"# Resolved config of {stage}: replay with --config {name}\n" + text)
         written.append((name, text))
     return written

@@ -3,7 +3,7 @@
 import pytest
 
 from llm_recipes.config import ConfigError
-from llm_recipes.hub.folder import check_no_leaks, redact
+from llm_recipes.hub.folder import check_no_leaks, redact_paths
 from llm_recipes.run_info import REPO_ROOT
 
 
@@ -13,7 +13,7 @@ def test_redact_rewrites_local_paths_even_inside_longer_strings(tmp_path, monkey
               "datasets": [{"path": str(tmp_path / "data" / "sst2.tsv")}],
               "command": f"lm_eval --model_args pretrained={REPO_ROOT}/outputs/x,dtype=float32",
               "elsewhere": "/opt/models/base", "hub": "tester/model", "lr": 0.1}
-    assert redact(config) == {"model_name_or_path": "./outputs/tiny/sft",
+    assert redact_paths(config) == {"model_name_or_path": "./outputs/tiny/sft",
                               "datasets": [{"path": "${DATA_DIR}/sst2.tsv"}],
                               "command": "lm_eval --model_args pretrained=./outputs/x,dtype=float32",
                               "elsewhere": "<local>/base", "hub": "tester/model", "lr": 0.1}

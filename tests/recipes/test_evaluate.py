@@ -46,7 +46,7 @@ def model_and_tokenizer(tiny_chat_model_dir):
 @pytest.mark.parametrize("n, context, stride", [(1, 8, 8), (7, 8, 8), (30, 8, 8), (30, 8, 3), (30, 16, 1), (9, 4, 4)])
 def test_rolling_windows_score_every_token_once_within_the_context(n, context, stride):
     tokens = list(range(100, 100 + n))
-    windows = ev.rolling_windows(tokens, 1, context, stride, owner=0)
+    windows = ev.rolling_windows(tokens, 1, context, stride)
     scored = []
     for w in windows:
         assert len(w.tokens) - 1 <= context  # the model input
@@ -58,8 +58,8 @@ def test_rolling_windows_score_every_token_once_within_the_context(n, context, s
 def test_batched_padded_scores_equal_one_window_at_a_time(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     rng = random.Random(0)
-    windows = [w for i in range(5) for w in
-               ev.rolling_windows([rng.randrange(5, 2000) for _ in range(rng.randrange(3, 40))], 1, 16, 5, i)]
+    windows = [w for _ in range(5) for w in
+               ev.rolling_windows([rng.randrange(5, 2000) for _ in range(rng.randrange(3, 40))], 1, 16, 5)]
     batched = ev.score_windows(model, windows, batch_size=7, pad_id=tokenizer.pad_token_id, desc="t")
     for w, got in zip(windows, batched):
         with torch.no_grad():
