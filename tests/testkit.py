@@ -1,11 +1,15 @@
 """Helpers shared by the test modules (import as `from testkit import ...`; fixtures live in conftest.py)."""
 
 import os
+import re
+import signal
+import time
 from pathlib import Path
 
 import pytest
 
 from llm_recipes.recipe_loader import load_recipe  # noqa: F401 (re-exported for the tests)
+from llm_recipes.training import complete_checkpoints
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("DATA_DIR", REPO_ROOT.parent / "shared" / "data")).resolve()
@@ -39,3 +43,47 @@ def pretrain_args(packed_dir: Path, output_dir: Path, *extra: str) -> list[str]:
     return ["--config", str(REPO_ROOT / "configs/pretrain/tiny.yaml"), "--dataset_path", str(packed_dir),
             "--output_dir", str(output_dir), "--report_to", "none", "--per_device_train_batch_size", "8",
             "--warmup_steps", "5", *extra]
+
+
+# --- kill and resume ----------------------------------------------------------------------------------------------
+
+
+def kill_once_exists(proc, path: Path, timeout: float = 600, group: bool = False) -> None:
+    """SIGKILL `proc` (its whole process group with `group`) as soon as `path` exists; fails if the run ends first."""
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None and time.time() < deadline, f"run ended before {path.name} appeared"
+        time.sleep(0.002)
+    if group:
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def data_order(run: Path, rank: int = 0) -> list[list[str]]:
+    """The `step hash` lines a run with log_data_order wrote for one rank (none yet: empty)."""
+    path = run / "data_order" / f"rank{rank}.txt"
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def newest_checkpoint_step(run: Path) -> int:
+    """Where a resumed run must start: the newest complete checkpoint's step (0: none, start from scratch)."""
+    complete = complete_checkpoints(run)
+    return int(complete[-1].name.split("-")[1]) if complete else 0
+
+
+def assert_resumed_at(output: str, max_steps: int, checkpoint: int) -> None:
+    """The resumed process logged the step after the checkpoint first (a run that silently restarted from step 0
+    would log the same losses, training being deterministic)."""
+    logged = [int(m) for m in re.findall(rf"^step (\d+)/{max_steps} \| loss", output, re.M)]
+    assert logged and logged[0] == checkpoint + 1, (checkpoint, logged[:3])
+
+
+def assert_resumed_batches(baseline: Path, killed: Path, lines_before: int, checkpoint: int, max_steps: int,
+                           rank: int = 0) -> None:
+    """The resumed process added exactly the batches after the checkpoint, in the uninterrupted run's order: none
+    replayed, none skipped."""
+    resumed = data_order(killed, rank)[lines_before:]
+    assert [int(step) for step, _ in resumed] == list(range(checkpoint, max_steps)), rank
+    assert [h for _, h in resumed] == [h for step, h in data_order(baseline, rank) if int(step) >= checkpoint], rank

@@ -11,7 +11,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaForCausalLM, Trainer
 
-from testkit import REPO_ROOT, load_recipe, pretrain_args, run_recipe_error
+from testkit import (REPO_ROOT, assert_resumed_at, assert_resumed_batches, data_order, kill_once_exists, load_recipe,
+                     newest_checkpoint_step, pretrain_args, run_recipe_error)
 from llm_recipes.checkpoints import resolve_source
 from llm_recipes.model import ModelArguments, build_llama_config
 from llm_recipes.training import CHECKPOINT_COMPLETE, complete_checkpoints
@@ -148,22 +149,17 @@ def test_kill_and_resume_matches_uninterrupted_run(kill_point, tiny_packed_dir, 
     common = KILL_COMMON
     killed = tmp_path / "killed"
     proc = run_pretrain(pretrain_args(tiny_packed_dir, killed, *common))
-    deadline = time.time() + 300
     if kill_point == "seeded_time":
         time.sleep(random.Random(11).uniform(0.3, 0.8) * duration)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    elif kill_point == "after_checkpoint_20":
+        kill_once_exists(proc, killed / "checkpoint-20" / CHECKPOINT_COMPLETE, timeout=300)
     else:
-        folder = killed / ("checkpoint-20" if kill_point == "after_checkpoint_20" else "checkpoint-30")
-        while not (folder / CHECKPOINT_COMPLETE if kill_point == "after_checkpoint_20" else folder).exists():
-            assert proc.poll() is None and time.time() < deadline, f"run ended before {folder.name}"
-            time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+        kill_once_exists(proc, killed / "checkpoint-30", timeout=300)
     assert proc.returncode == -signal.SIGKILL
     assert not (killed / "model.safetensors").exists(), "the run finished before it was killed"
-    complete = complete_checkpoints(killed)
-    checkpoint = int(complete[-1].name.split("-")[1]) if complete else 0  # where the resumed run must start
-    order_file = killed / "data_order" / "rank0.txt"
-    lines_before = len(order_file.read_text().splitlines()) if order_file.exists() else 0
+    checkpoint, lines_before = newest_checkpoint_step(killed), len(data_order(killed))
     # a checkpoint cut off mid-write: newer than any other, but without its completion marker
     partial = killed / "checkpoint-55"
     partial.mkdir(parents=True, exist_ok=True)
@@ -174,19 +170,9 @@ def test_kill_and_resume_matches_uninterrupted_run(kill_point, tiny_packed_dir, 
     assert proc.returncode == 0, out
     assert "ignoring incomplete checkpoint(s)" in out and "checkpoint-55" in out
 
-    # the resumed process starts at the checkpoint's step: its first logged step and its first batch prove it (a run
-    # that silently restarted from step 0 would log the same losses, training being deterministic)
-    logged = [int(m) for m in re.findall(r"^step (\d+)/60 \| loss", out, re.M)]
-    assert logged and logged[0] == checkpoint + 1, (checkpoint, logged[:3])
-
-    # exactly the batches after the checkpoint, in the uninterrupted run's order: none replayed, none skipped
-    def order(path):
-        return [line.split() for line in (path / "data_order" / "rank0.txt").read_text().splitlines()]
-
-    resumed_part = order(killed)[lines_before:]
-    assert [int(step) for step, _ in resumed_part] == list(range(checkpoint, 60))
-    assert [h for _, h in resumed_part] == [h for step, h in order(baseline) if int(step) >= checkpoint]
-
+    # the resumed process starts at the checkpoint's step: its first logged step and its first batch prove it
+    assert_resumed_at(out, 60, checkpoint)
+    assert_resumed_batches(baseline, killed, lines_before, checkpoint, 60)
     assert_same_losses_and_weights(baseline, killed, checkpoint)
 
 
@@ -283,26 +269,14 @@ def test_zero3_two_processes_kill_and_resume(tiny_packed_dir, tmp_path):
     out, _ = (proc := launch(baseline, 29641)).communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
 
-    proc = launch(killed, 29642)
-    deadline = time.time() + 600
-    while not (killed / "checkpoint-10" / CHECKPOINT_COMPLETE).exists():
-        assert proc.poll() is None and time.time() < deadline, "run ended before its second checkpoint"
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_once_exists(launch(killed, 29642), killed / "checkpoint-10" / CHECKPOINT_COMPLETE, group=True)
     assert not (killed / "model.safetensors").exists(), "the run finished before it was killed"
-    checkpoint = int(complete_checkpoints(killed)[-1].name.split("-")[1])
-    before = {r: len((killed / "data_order" / f"rank{r}.txt").read_text().splitlines()) for r in (0, 1)}
+    checkpoint = newest_checkpoint_step(killed)
+    before = {rank: len(data_order(killed, rank)) for rank in (0, 1)}
 
     out, _ = (proc := launch(killed, 29643, "--resume_from_checkpoint", "latest")).communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
-    logged = [int(m) for m in re.findall(r"^step (\d+)/20 \| loss", out, re.M)]
-    assert logged and logged[0] == checkpoint + 1, (checkpoint, logged[:3])
+    assert_resumed_at(out, 20, checkpoint)
     for rank in (0, 1):
-        def order(path):
-            return [line.split() for line in (path / "data_order" / f"rank{rank}.txt").read_text().splitlines()]
-
-        resumed = order(killed)[before[rank]:]
-        assert [int(step) for step, _ in resumed] == list(range(checkpoint, 20)), rank
-        assert [h for _, h in resumed] == [h for step, h in order(baseline) if int(step) >= checkpoint], rank
+        assert_resumed_batches(baseline, killed, before[rank], checkpoint, 20, rank)
     assert_same_losses_and_weights(baseline, killed, checkpoint)

@@ -1,18 +1,16 @@
 import importlib.util
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, LogitsProcessor, LogitsProcessorList
 
-from testkit import REPO_ROOT, load_recipe, run_recipe_error
+from testkit import (REPO_ROOT, assert_resumed_at, assert_resumed_batches, data_order, kill_once_exists, load_recipe,
+                     newest_checkpoint_step, run_recipe_error)
 from safetensors.torch import load_file
 
 from llm_recipes.model import ModelArguments, build_llama_config
@@ -422,7 +420,7 @@ def test_kill_and_resume_continues_at_the_checkpoint(preset, base_dir, data_dir,
     """SIGKILL after the second checkpoint, resume `latest`: the resumed process starts at that checkpoint's step
     (first logged step, first batch), adds exactly the remaining batches in the uninterrupted order, and ends with
     the same losses and weights. With resume_from_checkpoint=None in the recipe this test fails."""
-    from llm_recipes.training import CHECKPOINT_COMPLETE, complete_checkpoints
+    from llm_recipes.training import CHECKPOINT_COMPLETE
 
     config = recipe_config(tmp_path, data_dir, preset=preset, sources=((EN, 160), (ZH, 160)), eval_strategy="no",
                            eval_on_start=False, load_best_model_at_end=False, early_stopping_patience=None,
@@ -432,29 +430,14 @@ def test_kill_and_resume_continues_at_the_checkpoint(preset, base_dir, data_dir,
     out, _ = (proc := run_sft(config, base_dir, baseline)).communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
 
-    proc = run_sft(config, base_dir, killed)
-    deadline = time.time() + 600
-    while not (killed / "checkpoint-20" / CHECKPOINT_COMPLETE).exists():
-        assert proc.poll() is None and time.time() < deadline, "run ended before its second checkpoint"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_once_exists(run_sft(config, base_dir, killed), killed / "checkpoint-20" / CHECKPOINT_COMPLETE)
     assert not (killed / "trainer_state.json").exists(), "the run finished before it was killed"
-    checkpoint = int(complete_checkpoints(killed)[-1].name.split("-")[1])
-    order_file = killed / "data_order" / "rank0.txt"
-    lines_before = len(order_file.read_text().splitlines())
+    checkpoint, lines_before = newest_checkpoint_step(killed), len(data_order(killed))
 
     out, _ = (proc := run_sft(config, base_dir, killed, "--resume_from_checkpoint", "latest")).communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
-    logged = [int(m) for m in re.findall(r"^step (\d+)/30 \| loss", out, re.M)]
-    assert logged and logged[0] == checkpoint + 1, (checkpoint, logged[:3])
-
-    def order(path):
-        return [line.split() for line in (path / "data_order" / "rank0.txt").read_text().splitlines()]
-
-    resumed_part = order(killed)[lines_before:]
-    assert [int(step) for step, _ in resumed_part] == list(range(checkpoint, 30))
-    assert [h for _, h in resumed_part] == [h for step, h in order(baseline) if int(step) >= checkpoint]
+    assert_resumed_at(out, 30, checkpoint)
+    assert_resumed_batches(baseline, killed, lines_before, checkpoint, 30)
 
     def train_losses(path):
         state = json.loads((path / "trainer_state.json").read_text())
