@@ -22,9 +22,9 @@ from pathlib import Path
 
 import yaml
 
-from llm_recipes.recipe_loader import load_recipe
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))  # the recipes are modules of the repo root, not of the installed package
+from recipes import sft  # noqa: E402
 
 
 def run(sft, config: Path, model: str, packing: bool, max_steps: int, out: Path) -> dict:
@@ -50,7 +50,6 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="sft_packing_"))
     bench_config = work / "bench.yaml"
     bench_config.write_text(yaml.safe_dump(config, allow_unicode=True))
-    sft = load_recipe("sft")
     results: dict[bool, list[dict]] = {True: [], False: []}
     for r in range(args.rounds):
         for packing in (True, False):

@@ -136,9 +136,13 @@ def count_parameters(model: torch.nn.Module) -> ParamCount:
     return ParamCount(total=total, embedding=embedding, largest_layer=largest)
 
 
-def training_flops_per_token(config: LlamaConfig, n_params: int, seq_len: int) -> int:
-    """6N for the matmuls forward+backward, plus 12·L·H·T for attention scores (PaLM appendix B)."""
-    return 6 * n_params + 12 * config.num_hidden_layers * config.hidden_size * seq_len
+def training_flops_per_token(config, n_params: int, seq_len: int, trainable: int | None = None) -> int:
+    """6N for the matmuls forward+backward, plus 12·L·H·T for attention scores (PaLM appendix B).
+
+    With frozen weights (LoRA), the backward pass skips their weight gradients: 4N + 2·trainable instead of 6N.
+    """
+    trainable = n_params if trainable is None else trainable
+    return 4 * n_params + 2 * trainable + 12 * config.num_hidden_layers * config.hidden_size * seq_len
 
 
 def zero3_memory_estimates(params: ParamCount, num_gpus_per_node: int, num_nodes: int = 1) -> list[dict]:

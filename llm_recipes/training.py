@@ -1,5 +1,8 @@
-"""Training glue on top of `transformers.Trainer`: throughput/MFU logging, a nanoGPT-style console line, checkpoints
-that are only trusted once complete, and resume from the newest complete one.
+"""The training core both trainers (pretrain, SFT) share, on top of `transformers.Trainer`.
+
+Argument fix-ups (`prepare_training_args`), throughput / real-token / MFU logging (`RecipeTrainerMixin`), a
+nanoGPT-style console line, checkpoints that are only trusted once complete, resume from the newest intact one,
+the ZeRO-3 partition log, and the final consolidated save (`setup_trainer`, `train_and_save`).
 """
 
 from __future__ import annotations
@@ -10,16 +13,20 @@ import logging
 import math
 import os
 import re
+import shutil
 import time
 import zipfile
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from transformers import Trainer, TrainerCallback
+from transformers import IntervalStrategy, Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
 from llm_recipes.atomic import atomic_write_text
+from llm_recipes.distributed import use_gloo_without_gpu
+from llm_recipes.model import training_flops_per_token
+from llm_recipes.redact import move_hub_token_to_env
 
 logger = logging.getLogger(__name__)
 
@@ -40,47 +47,97 @@ def detect_peak_tflops() -> float | None:
     return None
 
 
-class PretrainTrainer(Trainer):
-    """`Trainer` that adds tokens/s, tokens seen, MFU and perplexity to every log, and can log the data order."""
+def prepare_training_args(args) -> None:
+    """The fix-ups every recipe's TrainingArguments get, in their `__post_init__` before the Trainer's own.
 
-    def __init__(self, *args, tokens_per_step: int, flops_per_token: int, peak_tflops: float | None,
-                 log_data_order: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.tokens_per_step = tokens_per_step
-        self.flops_per_token = flops_per_token
-        self.peak_tflops = peak_tflops
-        self.log_data_order = log_data_order
-        self._clock: tuple[float, int] | None = None
+    gloo on GPU-less multi-process launches (see distributed.py); the Hub token moved out of the arguments, so it is
+    never pickled into training_args.bin; bf16 dropped without a GPU (TRL defaults it to on); eval_on_start dropped
+    when there is no evaluation (else the Trainer stops: "evaluation requires an eval_dataset").
+    """
+    use_gloo_without_gpu(args)
+    move_hub_token_to_env(args)
+    if args.bf16 is not False and not torch.cuda.is_available():
+        if args.bf16:
+            logger.warning("bf16 requested but no GPU: training in fp32")
+        args.bf16 = False
+    if args.eval_on_start and args.eval_strategy in ("no", IntervalStrategy.NO):
+        logger.warning("eval_on_start ignored: eval_strategy is 'no'")
+        args.eval_on_start = False
+
+
+class RecipeTrainerMixin:
+    """Put before `Trainer` (or TRL's `SFTTrainer`) in the bases: tokens/s, real tokens seen, the share of batch slots
+    holding real tokens, MFU and perplexity in every log, and the data order on request.
+
+    A collator may add `real_tokens` / `token_slots` (ints) to a batch; without them every input id counts as real,
+    as in packed pretraining blocks. Counts are per process, summed over processes once per log (one all-reduce), and
+    the total lives in `state.num_input_tokens_seen`, so it is saved with each checkpoint and survives a resume.
+    This hooks `log` rather than a callback: callbacks see the logs after log_history and the reporting callbacks
+    (TensorBoard, W&B) have taken them.
+    """
+
+    flops_per_token: int | None = None  # training FLOPs per real token, for MFU
+    peak_tflops: float | None = None  # of one device; MFU is left out without it
+    log_data_order: bool = False
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        if self._clock is None:
-            self._clock = (time.perf_counter(), self.state.global_step)
+        real, slots = inputs.pop("real_tokens", None), inputs.pop("token_slots", None)
+        if not hasattr(self, "_counts"):
+            self._counts = {"real": 0, "slots": 0, "start": None, "share": slots is not None}
+        c = self._counts
+        c["start"] = c["start"] or time.perf_counter()
+        c["real"] += int(real) if real is not None else inputs["input_ids"].numel()  # shapes only: no device sync
+        c["slots"] += int(slots) if slots is not None else inputs["input_ids"].numel()
         if self.log_data_order:
             record_batch(self, inputs["input_ids"])
         return super().training_step(model, inputs, num_items_in_batch)
 
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs.pop("real_tokens", None), inputs.pop("token_slots", None)
+        if self.log_data_order:
+            record_batch(self, inputs["input_ids"], prefix="eval-")
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+
+    def _count_window(self) -> tuple[int, int, float] | None:
+        """(real tokens, slots, seconds) of every process since the last log, added to the saved total."""
+        c = getattr(self, "_counts", None)
+        if not c or c["start"] is None:
+            return None
+        counts = torch.tensor([c["real"], c["slots"]], dtype=torch.int64, device=self.args.device)
+        real, slots = (self.accelerator.reduce(counts, "sum") if self.args.world_size > 1 else counts).tolist()
+        seconds = time.perf_counter() - c["start"]
+        if self.args.include_num_input_tokens_seen in ("no", False):  # else the Trainer keeps this count itself
+            self.state.num_input_tokens_seen += real
+        c.update(real=0, slots=0, start=None)
+        return real, slots, seconds
+
+    def _save_checkpoint(self, model, trial):
+        if self._count_window():  # the saved total includes the window so far; the next log reports the rest
+            self._counts["start"] = time.perf_counter()
+        return super()._save_checkpoint(model, trial)
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._clock is not None:
-            now, step = time.perf_counter(), self.state.global_step
-            since, since_step = self._clock
-            self._clock = (now, step)
-            if step > since_step:
-                tokens_per_s = (step - since_step) * self.tokens_per_step / (now - since)
-                logs["tokens_per_second"] = round(tokens_per_s, 1)
-                if self.peak_tflops:
-                    achieved = self.flops_per_token * tokens_per_s / self.args.world_size
-                    logs["mfu"] = round(achieved / (self.peak_tflops * 1e12), 4)
-            logs["tokens_seen"] = step * self.tokens_per_step
+        if "loss" in logs and (window := self._count_window()):  # a training log: every process is here
+            real, slots, seconds = window
+            tokens_per_s = real / max(seconds, 1e-9)
+            logs["tokens_per_second"] = round(tokens_per_s, 1)
+            logs["tokens_seen"] = self.state.num_input_tokens_seen
+            if self._counts["share"]:
+                logs["real_token_share"] = round(real / max(slots, 1), 4)
+            if self.peak_tflops and self.flops_per_token:
+                achieved = self.flops_per_token * tokens_per_s / self.args.world_size
+                logs["mfu"] = round(achieved / (self.peak_tflops * 1e12), 4)
         if "eval_loss" in logs:
             logs["eval_perplexity"] = round(math.exp(min(logs["eval_loss"], 50.0)), 4)
         super().log(logs, start_time)
 
 
-def record_batch(trainer: Trainer, input_ids: torch.Tensor) -> None:
-    """One line per micro-batch in output_dir/data_order/rank<N>.txt: the optimizer step and a hash of the token ids.
-    Tests read it to check sharding (ranks differ) and resume (no batch replayed or skipped)."""
+def record_batch(trainer: Trainer, input_ids: torch.Tensor, prefix: str = "") -> None:
+    """One line per micro-batch in output_dir/data_order/rank<N>.txt (evaluation batches: eval-rank<N>.txt): the
+    optimizer step and a hash of the token ids. Tests read it to check sharding (ranks differ) and resume (no batch
+    replayed or skipped), and to kill a run in the middle of an evaluation."""
     digest = hashlib.sha1(input_ids.detach().cpu().numpy().tobytes()).hexdigest()[:16]
-    path = Path(trainer.args.output_dir) / "data_order" / f"rank{trainer.args.process_index}.txt"
+    path = Path(trainer.args.output_dir) / "data_order" / f"{prefix}rank{trainer.args.process_index}.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         f.write(f"{trainer.state.global_step} {digest}\n")
@@ -116,6 +173,75 @@ class ConsoleProgressCallback(ProgressCallback):
         else:
             parts = [step] + [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items()]
         self.training_bar.write(" | ".join(parts))
+
+
+def setup_trainer(trainer: Trainer, *, seq_len: int | None, log_data_order: bool = False,
+                  peak_tflops: float | None = None) -> Trainer:
+    """Our callbacks and logging on a built trainer: completion markers, the console line instead of the dict, MFU
+    (FLOPs per token at `seq_len`, default the model's longest, against the device's peak), and the ZeRO-3 partition
+    of this rank."""
+    trainer.add_callback(CheckpointCompleteCallback())
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(ConsoleProgressCallback)
+    trainer.log_data_order = log_data_order
+    trainer.peak_tflops = peak_tflops or detect_peak_tflops()
+    total, trainable = parameter_counts(trainer.model)
+    config = trainer.model.config
+    trainer.flops_per_token = training_flops_per_token(config, total, seq_len or config.max_position_embeddings,
+                                                       trainable=trainable)
+    log_partition(trainer.model, trainer.args)
+    return trainer
+
+
+def log_partition(model, args) -> None:
+    """Under ZeRO-3, say how much of the model this rank holds (each rank should hold about 1/world_size)."""
+    params = [p for p in model.parameters() if hasattr(p, "ds_tensor")]
+    if params:
+        held, total = sum(p.ds_tensor.numel() for p in params), sum(p.ds_numel for p in params)
+        print(f"[rank {args.process_index}] ZeRO-3 partition: holds {held:,} of {total:,} parameter elements "
+              f"({held / total:.1%})", flush=True)
+
+
+def parameter_counts(model) -> tuple[int, int]:
+    """(all, trainable) parameter elements; under ZeRO-3 a rank holds a shard, `ds_numel` is the full size."""
+    unique = {id(p): p for p in model.parameters()}.values()
+    sizes = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in unique]
+    return sum(n for n, _ in sizes), sum(n for n, trainable in sizes if trainable)
+
+
+def train_and_save(trainer: Trainer, resume: str | None) -> None:
+    """Train (resuming from `resume`), evaluate the final (or best) model unless the last log already did, save."""
+    trainer.train(resume_from_checkpoint=resume)
+    evaluated = [e["step"] for e in trainer.state.log_history if "eval_loss" in e]
+    fresh = evaluated and evaluated[-1] == trainer.state.global_step and not trainer.args.load_best_model_at_end
+    if trainer.eval_dataset is not None and not fresh:
+        trainer.save_metrics("eval", trainer.evaluate())  # eval_results.json
+    if trainer.state.best_model_checkpoint and trainer.is_world_process_zero():
+        logger.info("best checkpoint: %s (%s %.4f)", trainer.state.best_model_checkpoint,
+                    trainer.args.metric_for_best_model, trainer.state.best_metric)
+    save_final(trainer, trainer.args.output_dir)
+
+
+def save_final(trainer: Trainer, output_dir: str) -> None:
+    """Model (consolidated under ZeRO-3: every rank takes part in the gather) or peft adapter + tokenizer, written to
+    a staging folder and moved in file by file, then trainer_state.json with the whole log history."""
+    staging = Path(output_dir) / ".final-staging"
+    base = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
+    # Trained without a KV cache (packed rows need it off); inference is where the cache makes generate fast.
+    base.config.use_cache = True
+    base.generation_config.use_cache = True
+    trainer.save_model(str(staging))
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        if base is not trainer.model:  # adapter folder: ship the generation config (stop tokens) with it
+            base.generation_config.save_pretrained(staging)
+        for item in staging.iterdir():
+            target = Path(output_dir) / item.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(item, target)
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.save_state()
 
 
 class CheckpointCompleteCallback(TrainerCallback):

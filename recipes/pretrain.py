@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -25,37 +23,16 @@ from pathlib import Path
 import datasets
 import pyarrow.compute as pc
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    DataCollatorForLanguageModeling,
-    TrainingArguments,
-    set_seed,
-)
-from transformers.trainer_callback import ProgressCallback
+from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer, TrainingArguments, set_seed
 
 from llm_recipes.atomic import stop_cleanly_when_disk_full
 from llm_recipes.config import ConfigError, RecipeParser
-from llm_recipes.distributed import exit_skipping_teardown_on_cpu_ranks, use_gloo_without_gpu
-from llm_recipes.model import (
-    ModelArguments,
-    build_llama_config,
-    count_parameters,
-    format_zero3_rows,
-    meta_model,
-    training_flops_per_token,
-    zero3_memory_estimates,
-)
+from llm_recipes.distributed import exit_skipping_teardown_on_cpu_ranks
+from llm_recipes.model import ModelArguments, build_llama_config
+from llm_recipes.model_info import format_plan, plan
 from llm_recipes.packing import tokenizer_fingerprint
-from llm_recipes.redact import move_hub_token_to_env
 from llm_recipes.run_info import write_run_info
-from llm_recipes.training import (
-    CheckpointCompleteCallback,
-    ConsoleProgressCallback,
-    PretrainTrainer,
-    detect_peak_tflops,
-    resolve_resume,
-)
+from llm_recipes.training import RecipeTrainerMixin, prepare_training_args, resolve_resume, setup_trainer, train_and_save
 
 logger = logging.getLogger("pretrain")
 # DeepSpeed calls torch.distributed's old collective names once per step; the deprecation notice drowns the log.
@@ -94,12 +71,12 @@ class PretrainConfig(TrainingArguments):
     )
 
     def __post_init__(self):
-        use_gloo_without_gpu(self)
-        move_hub_token_to_env(self)
-        if self.bf16 and not torch.cuda.is_available():
-            logger.warning("bf16 requested but no GPU: training in fp32")
-            self.bf16 = False
+        prepare_training_args(self)
         super().__post_init__()
+
+
+class PretrainTrainer(RecipeTrainerMixin, Trainer):
+    """`Trainer` with our logging: tokens/s, tokens seen, MFU, perplexity (llm_recipes/training.py)."""
 
 
 def make_parser() -> RecipeParser:
@@ -142,7 +119,8 @@ def attention_implementation(requested: str) -> str:
     return "flash_attention_2" if torch.cuda.is_available() else "sdpa"
 
 
-def plan(args: PretrainConfig, config, world_size: int, block_size: int, train_tokens: int | None) -> dict:
+def schedule(args: PretrainConfig, config, world_size: int, block_size: int, train_tokens: int | None) -> dict:
+    """The run's plan (llm_recipes/model_info.py): steps from max_tokens, max_steps or epochs of the packed data."""
     tokens_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * world_size * block_size
     if args.max_tokens:
         max_steps = math.ceil(args.max_tokens / tokens_per_step)
@@ -152,48 +130,28 @@ def plan(args: PretrainConfig, config, world_size: int, block_size: int, train_t
         max_steps = math.ceil(args.num_train_epochs * train_tokens / tokens_per_step)
     else:
         raise ConfigError("set max_tokens or max_steps (the number of epochs needs the packed data)")
-    params = count_parameters(meta_model(config))
-    return {
-        "params": params,
-        "world_size": world_size,
-        "block_size": block_size,
-        "tokens_per_step": tokens_per_step,
-        "max_steps": max_steps,
-        "tokens": max_steps * tokens_per_step,
-        "epochs": max_steps * tokens_per_step / train_tokens if train_tokens else None,
-        "flops_per_token": training_flops_per_token(config, params.total, block_size),
-    }
-
-
-def print_plan(p: dict) -> None:
-    epochs = f"{p['epochs']:.2f} epochs of the packed data" if p["epochs"] is not None else "packed data not read"
-    print(f"parameters:        {p['params'].total:,} ({p['params'].non_embedding:,} non-embedding)")
-    print(f"train FLOPs/token: {p['flops_per_token']:,} (6N + 12*L*H*T, T={p['block_size']})")
-    print(f"plan:              {p['max_steps']:,} steps x {p['tokens_per_step']:,} tokens = {p['tokens']:,} tokens "
-          f"({epochs}), {p['flops_per_token'] * p['tokens']:.3e} FLOPs")
-    print(f"ZeRO-3 model states on {p['world_size']} process(es) (DeepSpeed estimator; activations on top):")
-    print("\n".join(format_zero3_rows(zero3_memory_estimates(p["params"], p["world_size"]))))
+    return plan(config, world_size, seq_len=block_size, tokens_per_step=tokens_per_step, max_steps=max_steps,
+                train_tokens=train_tokens)
 
 
 def plan_without_data(model_args: ModelArguments, args: PretrainConfig) -> dict:
     logger.warning("dry run without packed data: vocab from the preset, blocks of max_position_embeddings tokens")
     config = build_llama_config(model_args)
-    return plan(args, config, args.dry_run_world_size or args.world_size, config.max_position_embeddings, None)
+    return schedule(args, config, args.dry_run_world_size or args.world_size, config.max_position_embeddings, None)
 
 
-def save_final(trainer: PretrainTrainer, output_dir: str) -> None:
-    """Consolidated weights (ZeRO-3 gathers them: zero3_save_16bit_model) + tokenizer, swapped in file by file."""
-    staging = Path(output_dir) / ".final-staging"
-    # Training ran without a KV cache; the saved model is for inference, where the cache is what makes generate fast.
-    trainer.model.config.use_cache = True
-    trainer.model.generation_config.use_cache = True
-    trainer.save_model(str(staging))  # every rank takes part in the ZeRO-3 gather
-    trainer.accelerator.wait_for_everyone()
-    if trainer.is_world_process_zero():
-        for item in staging.iterdir():
-            os.replace(item, Path(output_dir) / item.name)
-        shutil.rmtree(staging, ignore_errors=True)
-    trainer.save_state()  # trainer_state.json: the whole log history, next to the model
+def build_trainer(model, args: PretrainConfig, tokenizer, packed, block_size: int) -> PretrainTrainer:
+    """The recipe's trainer (also what benchmarks/pretrain_step.py times)."""
+    trainer = PretrainTrainer(
+        model=model,
+        args=args,
+        train_dataset=packed["train"],
+        eval_dataset=packed["validation"] if "validation" in packed and len(packed["validation"]) else None,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),  # labels = input_ids (shifted in the loss)
+        processing_class=tokenizer,
+    )
+    return setup_trainer(trainer, seq_len=block_size, log_data_order=args.log_data_order,
+                         peak_tflops=args.peak_tflops_per_device)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -202,19 +160,20 @@ def main(argv: list[str] | None = None) -> None:
     model_args, data_args, args = parser.parse(argv)
     try:
         if args.dry_run and not Path(data_args.dataset_path).exists():
-            return print_plan(plan_without_data(model_args, args))
+            return print(format_plan({"preset": model_args.model_preset, **plan_without_data(model_args, args)}))
         packed, stats = load_packed(data_args)
         tokenizer = AutoTokenizer.from_pretrained(data_args.tokenizer_name_or_path or stats["tokenizer"]["name_or_path"])
         config = build_llama_config(model_args, tokenizer=tokenizer, use_cache=False)  # no KV cache in training
         check_compatible(packed, stats, tokenizer, config)
         resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
         train_stats = stats["splits"]["train"]
-        p = plan(args, config, args.dry_run_world_size or args.world_size, train_stats["block_size"],
-                 train_stats["packed_tokens"])
+        p = {"preset": model_args.model_preset,
+             **schedule(args, config, args.dry_run_world_size or args.world_size, train_stats["block_size"],
+                        train_stats["packed_tokens"])}
     except (ConfigError, OSError) as e:
         parser.error(str(e))
     if args.dry_run:
-        return print_plan(p)
+        return print(format_plan(p))
     args.max_steps = p["max_steps"]
 
     set_seed(args.seed)
@@ -225,44 +184,14 @@ def main(argv: list[str] | None = None) -> None:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     if args.activation_checkpointing:
         model.config.use_cache = False
-    log_partition(model, args)
 
-    trainer = PretrainTrainer(
-        model=model,
-        args=args,
-        train_dataset=packed["train"],
-        eval_dataset=packed["validation"] if "validation" in packed and len(packed["validation"]) else None,
-        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),  # labels = input_ids (shifted in the loss)
-        processing_class=tokenizer,
-        callbacks=[CheckpointCompleteCallback()],
-        tokens_per_step=p["tokens_per_step"],
-        flops_per_token=p["flops_per_token"],
-        peak_tflops=args.peak_tflops_per_device or detect_peak_tflops(),
-        log_data_order=args.log_data_order,
-    )
-    trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(ConsoleProgressCallback)
+    trainer = build_trainer(model, args, tokenizer, packed, p["seq_len"])
     if trainer.is_world_process_zero():
         write_run_info(args.output_dir, model_args, data_args, args, recipe="pretrain")
-        print_plan(p)
-    trainer.train(resume_from_checkpoint=resume)
-    evaluated_last_step = args.eval_strategy == "steps" and args.max_steps % int(args.eval_steps or 1) == 0
-    if trainer.eval_dataset is not None and not evaluated_last_step:
-        trainer.evaluate()
-    save_final(trainer, args.output_dir)
+        print(format_plan(p))
+    train_and_save(trainer, resume)
     if trainer.is_world_process_zero():
         logger.info("model saved to %s", args.output_dir)
-
-
-def log_partition(model, args) -> None:
-    """Under ZeRO-3, say how much of the model this rank holds (each rank should hold about 1/world_size)."""
-    params = list(model.parameters())
-    if not params or not hasattr(params[0], "ds_tensor"):
-        return
-    held = sum(p.ds_tensor.numel() for p in params)
-    total = sum(p.ds_numel for p in params)
-    print(f"[rank {args.process_index}] ZeRO-3 partition: holds {held:,} of {total:,} parameter elements "
-          f"({held / total:.1%})", flush=True)
 
 
 if __name__ == "__main__":

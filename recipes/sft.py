@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import shutil
 import sys
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,20 +28,17 @@ import torch
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 import trl  # noqa: E402
-from transformers import AutoTokenizer, EarlyStoppingCallback, IntervalStrategy, set_seed
-from transformers.trainer_callback import ProgressCallback
+from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
 from trl import ModelConfig, SFTTrainer, get_peft_config, get_quantization_config
 from trl.chat_template_utils import has_generation_markers
 
 from llm_recipes.atomic import atomic_write_text, stop_cleanly_when_disk_full
 from llm_recipes.chat_data import ChatDataArguments, load_mixture, report_dict
 from llm_recipes.config import ConfigError, RecipeParser
-from llm_recipes.distributed import exit_skipping_teardown_on_cpu_ranks, use_gloo_without_gpu
-from llm_recipes.redact import move_hub_token_to_env
+from llm_recipes.distributed import exit_skipping_teardown_on_cpu_ranks
 from llm_recipes.run_info import write_run_info
 from llm_recipes.tokenizer import set_stop_tokens
-from llm_recipes.training import (CheckpointCompleteCallback, ConsoleProgressCallback, record_batch,
-                                  resolve_resume)
+from llm_recipes.training import RecipeTrainerMixin, prepare_training_args, resolve_resume, setup_trainer, train_and_save
 
 logger = logging.getLogger("sft")
 warnings.filterwarnings("ignore", message=r".*(all_gather_into_tensor|reduce_scatter_tensor).*", category=FutureWarning)
@@ -77,15 +71,7 @@ class ScriptArguments(ChatDataArguments):
 @dataclass
 class SFTConfig(trl.SFTConfig):
     def __post_init__(self):
-        use_gloo_without_gpu(self)
-        move_hub_token_to_env(self)
-        if self.eval_on_start and self.eval_strategy in ("no", IntervalStrategy.NO):
-            logger.warning("eval_on_start ignored: eval_strategy is 'no'")
-            self.eval_on_start = False
-        if self.bf16 is not False and not torch.cuda.is_available():
-            if self.bf16:
-                logger.warning("bf16 requested but no GPU: training in fp32")
-            self.bf16 = False
+        prepare_training_args(self)
         super().__post_init__()
 
 
@@ -155,15 +141,15 @@ def load_tokenizer(script_args: ScriptArguments, model_args: ModelConfig, args: 
     return tokenizer
 
 
-# --- the trainer: SFTTrainer + real-token share and tokens/s ----------------------------------------------------------
+# --- the trainer: SFTTrainer + the real-token share ---------------------------------------------------------------
 
 
 class TokenShareCollator:
-    """Wraps SFTTrainer's collator and records, per batch (per process), the real tokens and the slots they fill.
+    """Wraps SFTTrainer's collator and adds, per batch (per process), the real tokens and the slots they fill, which
+    the training core logs as real_token_share, tokens/s and tokens seen.
 
     Packed (bfd): a row is a bin of max_length slots, so share = tokens / (rows * max_length). Padded: rows are
-    padded to the longest one, so share = tokens / (rows * longest). The counts ride in the batch and are popped
-    before the forward pass.
+    padded to the longest one, so share = tokens / (rows * longest). Plain ints, so counting never waits on a GPU.
     """
 
     def __init__(self, collator, packed: bool, max_length: int | None):
@@ -173,67 +159,18 @@ class TokenShareCollator:
         lengths = [len(ex["input_ids"]) for ex in examples]
         batch = self.collator(examples)
         width = self.max_length if self.packed and self.max_length else max(lengths)
-        batch["real_tokens"] = torch.tensor(sum(lengths))
-        batch["token_slots"] = torch.tensor(len(lengths) * width)
+        batch["real_tokens"] = sum(lengths)
+        batch["token_slots"] = len(lengths) * width
         return batch
 
 
-class RecipeSFTTrainer(SFTTrainer):
+class RecipeSFTTrainer(RecipeTrainerMixin, SFTTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.data_collator = TokenShareCollator(self.data_collator, self.args.packing, self.args.max_length)
-        self._window = {"real": 0, "slots": 0, "start": None}
-        self._real_tokens_seen = 0
-        self.log_data_order = False  # set by build_trainer from ScriptArguments
-
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        real, slots = inputs.pop("real_tokens"), inputs.pop("token_slots")
-        w = self._window
-        w["start"] = w["start"] or time.perf_counter()
-        w["real"] += int(real)
-        self._real_tokens_seen += int(real)
-        w["slots"] += int(slots)
-        if self.log_data_order:
-            record_batch(self, inputs["input_ids"])
-        return super().training_step(model, inputs, num_items_in_batch)
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs.pop("real_tokens", None), inputs.pop("token_slots", None)
-        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
-
-    def log(self, logs, start_time=None):
-        w = self._window
-        if "loss" in logs and w["slots"]:
-            logs["real_token_share"] = round(w["real"] / w["slots"], 4)
-            logs["tokens_per_second"] = round(w["real"] / max(time.perf_counter() - w["start"], 1e-9), 1)
-            logs["tokens_seen"] = self._real_tokens_seen
-            self._window = {"real": 0, "slots": 0, "start": None}
-        if "eval_loss" in logs:
-            logs["eval_perplexity"] = round(math.exp(min(logs["eval_loss"], 50.0)), 4)
-        super().log(logs, start_time)
 
 
-# --- saving and the sample generation ---------------------------------------------------------------------------------
-
-
-def save_final(trainer: SFTTrainer, output_dir: str) -> None:
-    """Model (consolidated under ZeRO-3) or adapter + tokenizer: written to a staging folder, moved in file by file."""
-    staging = Path(output_dir) / ".final-staging"
-    base = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
-    base.config.use_cache = True  # trained without a KV cache (packing needs it off); inference wants it
-    base.generation_config.use_cache = True
-    trainer.save_model(str(staging))  # every rank takes part in the ZeRO-3 gather
-    trainer.accelerator.wait_for_everyone()
-    if trainer.is_world_process_zero():
-        if hasattr(trainer.model, "get_base_model"):  # adapter folder: ship the generation config with it
-            base.generation_config.save_pretrained(staging)
-        for item in staging.iterdir():
-            target = Path(output_dir) / item.name
-            if target.is_dir():
-                shutil.rmtree(target)
-            os.replace(item, target)
-        shutil.rmtree(staging, ignore_errors=True)
-    trainer.save_state()
+# --- the sample generation --------------------------------------------------------------------------------------------
 
 
 @torch.no_grad()
@@ -271,7 +208,7 @@ def build_trainer(script_args: ScriptArguments, args: SFTConfig, model_args: Mod
     args.model_init_kwargs = {"revision": model_args.model_revision, "dtype": model_args.dtype,
                               "attn_implementation": model_args.attn_implementation, "use_cache": False,
                               **(args.model_init_kwargs or {})}
-    callbacks = [CheckpointCompleteCallback()]
+    callbacks = []
     if script_args.early_stopping_patience is not None:
         callbacks.append(
             EarlyStoppingCallback(script_args.early_stopping_patience, script_args.early_stopping_threshold))
@@ -288,21 +225,10 @@ def build_trainer(script_args: ScriptArguments, args: SFTConfig, model_args: Mod
         )
     except (ImportError, ValueError) as e:  # e.g. a tokenizer the model does not fit, a quantizer refusing the machine
         raise ConfigError(f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
-    trainer.log_data_order = script_args.log_data_order
-    trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(ConsoleProgressCallback)
+    setup_trainer(trainer, seq_len=args.max_length, log_data_order=script_args.log_data_order)
     base = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
     set_stop_tokens(base.generation_config, tokenizer)
     return trainer, report
-
-
-def log_partition(model, args) -> None:
-    """Under ZeRO-3, say how much of the model this rank holds (each rank should hold about 1/world_size)."""
-    params = [p for p in model.parameters() if hasattr(p, "ds_tensor")]
-    if params:
-        held, total = sum(p.ds_tensor.numel() for p in params), sum(p.ds_numel for p in params)
-        print(f"[rank {args.process_index}] ZeRO-3 partition: holds {held:,} of {total:,} parameter elements "
-              f"({held / total:.1%})", flush=True)
 
 
 def main(argv: list[str] | None = None) -> SFTTrainer:
@@ -315,22 +241,12 @@ def main(argv: list[str] | None = None) -> SFTTrainer:
     except (ConfigError, OSError) as e:
         parser.error(str(e))
     tokenizer = trainer.processing_class
-    log_partition(trainer.model, args)
     if trainer.is_world_process_zero():
         write_run_info(args.output_dir, script_args, args, model_args, recipe="sft")
         atomic_write_text(Path(args.output_dir) / "data_report.json",
                           json.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
-    trainer.train(resume_from_checkpoint=resume)
-    evaluated = [e["step"] for e in trainer.state.log_history if "eval_loss" in e]
-    fresh = evaluated and evaluated[-1] == trainer.state.global_step and not args.load_best_model_at_end
-    if trainer.eval_dataset is not None and not fresh:  # the final (or best) model's eval loss, in eval_results.json
-        metrics = trainer.evaluate()
-        trainer.save_metrics("eval", metrics)
-    if trainer.state.best_model_checkpoint and trainer.is_world_process_zero():
-        logger.info("best checkpoint: %s (eval_loss %.4f)", trainer.state.best_model_checkpoint,
-                    trainer.state.best_metric)
-    save_final(trainer, args.output_dir)
+    train_and_save(trainer, resume)  # with the final (or best) model's eval loss in eval_results.json
     if trainer.is_world_process_zero():
         logger.info("%s saved to %s", "adapter" if model_args.use_peft else "model", args.output_dir)
     if script_args.sample_prompt and args.world_size == 1:

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from testkit import DATA_DIR, REPO_ROOT, SHIPPED_CORPUS, load_recipe
+import recipes.pack
+import recipes.train_tokenizer
+from testkit import DATA_DIR, REPO_ROOT, SHIPPED_CORPUS
 
 # Nothing in the test suite may reach the Hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -45,7 +47,7 @@ def pack_config(tmp_path_factory) -> Path:
 def tiny_tokenizer_dir(tmp_path_factory, tokenizer_config) -> Path:
     """The tiny tokenizer (vocab 2048) trained on the shipped English + Chinese corpus, once per session."""
     out = tmp_path_factory.mktemp("tok") / "tokenizer"
-    load_recipe("train_tokenizer").main(["--config", str(tokenizer_config), "--output_dir", str(out)])
+    recipes.train_tokenizer.main(["--config", str(tokenizer_config), "--output_dir", str(out)])
     return out
 
 
@@ -53,7 +55,7 @@ def tiny_tokenizer_dir(tmp_path_factory, tokenizer_config) -> Path:
 def tiny_packed_dir(tmp_path_factory, tiny_tokenizer_dir, pack_config) -> Path:
     """The shipped corpus (first 4,000 documents) packed into 64-token blocks with the tiny tokenizer."""
     out = tmp_path_factory.mktemp("packed") / "packed"
-    load_recipe("pack").main(
+    recipes.pack.main(
         ["--config", str(pack_config), "--tokenizer_name_or_path", str(tiny_tokenizer_dir),
          "--output_dir", str(out), "--block_size", "64", "--max_documents", "4000"]
     )

@@ -1,5 +1,6 @@
 """Helpers shared by the test modules (import as `from testkit import ...`; fixtures live in conftest.py)."""
 
+import importlib
 import os
 import re
 import signal
@@ -8,11 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from llm_recipes.recipe_loader import load_recipe  # noqa: F401 (re-exported for the tests)
 from llm_recipes.training import complete_checkpoints
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("DATA_DIR", REPO_ROOT.parent / "shared" / "data")).resolve()
+
+
+def load_recipe(name: str):
+    """recipes/<name>.py as a module, for tests that pick the recipe by name."""
+    return importlib.import_module(f"recipes.{name}")
 
 
 def run_recipe_error(name: str, argv: list[str], capsys) -> str:
@@ -38,6 +43,19 @@ seed: 42
 """
 
 
+# Secrets planted in a run's command line or environment, then searched for in everything it wrote and logged.
+TOKEN = "hf_" + "PlantedSecret9" * 3
+WANDB_KEY = "0123456789abcdef" * 2 + "feedc0de"  # the 40-hex shape of a W&B API key
+PLANTED_ENV = {"HF_TOKEN": TOKEN, "HUGGING_FACE_HUB_TOKEN": TOKEN, "WANDB_API_KEY": WANDB_KEY}
+
+
+def secret_leaks(folder: Path, log: str) -> list[str]:
+    """The files under `folder` (and "log") that contain a planted secret."""
+    found = [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
+             and any(secret.encode() in p.read_bytes() for secret in (TOKEN, WANDB_KEY))]
+    return found + (["log"] if TOKEN in log or WANDB_KEY in log else [])
+
+
 def pretrain_args(packed_dir: Path, output_dir: Path, *extra: str) -> list[str]:
     """CLI of a quick tiny-preset pretraining run on the packed test data."""
     return ["--config", str(REPO_ROOT / "configs/pretrain/tiny.yaml"), "--dataset_path", str(packed_dir),
@@ -48,17 +66,31 @@ def pretrain_args(packed_dir: Path, output_dir: Path, *extra: str) -> list[str]:
 # --- kill and resume ----------------------------------------------------------------------------------------------
 
 
-def kill_once_exists(proc, path: Path, timeout: float = 600, group: bool = False) -> None:
-    """SIGKILL `proc` (its whole process group with `group`) as soon as `path` exists; fails if the run ends first."""
+def kill_when(proc, condition, timeout: float = 600, group: bool = False, what: str = "the kill point") -> None:
+    """SIGKILL `proc` (its whole process group with `group`) as soon as `condition()` holds; fails if the run ends
+    first."""
     deadline = time.time() + timeout
-    while not path.exists():
-        assert proc.poll() is None and time.time() < deadline, f"run ended before {path.name} appeared"
+    while not condition():
+        assert proc.poll() is None and time.time() < deadline, f"run ended before {what}"
         time.sleep(0.002)
     if group:
         os.killpg(proc.pid, signal.SIGKILL)
     else:
         proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+def kill_once_exists(proc, path: Path, timeout: float = 600, group: bool = False) -> None:
+    """SIGKILL `proc` as soon as `path` exists."""
+    kill_when(proc, path.exists, timeout, group, what=f"{path.name} appeared")
+
+
+def kill_during_evaluation(proc, run: Path, step: int, timeout: float = 600) -> None:
+    """SIGKILL `proc` once the evaluation at `step` has scored its first batch (a run with log_data_order)."""
+    def evaluating() -> bool:
+        path = run / "data_order" / "eval-rank0.txt"
+        return path.exists() and any(line.split()[0] == str(step) for line in path.read_text().splitlines()[:10_000])
+    kill_when(proc, evaluating, timeout, what=f"the evaluation at step {step}")
 
 
 def data_order(run: Path, rank: int = 0) -> list[list[str]]:

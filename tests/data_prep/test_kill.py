@@ -1,5 +1,6 @@
-"""data_prep killed mid-run (the whole process group, at seeded points and during the publish) and rerun: the same
-bytes as an uninterrupted run, and a killed run never leaves an output folder that looks complete."""
+"""data_prep killed mid-run (the whole process group, at seeded points and during the publish; on Ray once a task has
+completed) and rerun: the same bytes as an uninterrupted run, and a killed run never leaves an output folder that
+looks complete."""
 
 import json
 import os
@@ -13,10 +14,10 @@ import pytest
 from dp_helpers import TINY, split_hashes
 
 
-def start(repo_root, out):
+def start(repo_root, out, *extra):
     return subprocess.Popen([sys.executable, "-m", "data_prep", "--config", str(repo_root / TINY), "--output_dir",
-                             str(out)], cwd=repo_root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # its own process group: the kill reaches the workers too
+                             str(out), *extra], cwd=repo_root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)  # its own process group: the kill reaches the workers
 
 
 @pytest.mark.slow
@@ -41,3 +42,23 @@ def test_killed_and_rerun_gives_the_uninterrupted_bytes(repo_root, tmp_path, tin
         assert split_hashes(out) == split_hashes(tiny_run), f"rerun after a kill at {when} differs"
         assert json.loads((out / "report.json").read_text()) == json.loads((tiny_run / "report.json").read_text())
     assert kills >= 1, "every run finished before its kill point"
+
+
+@pytest.mark.slow
+def test_killed_on_ray_and_rerun_gives_the_uninterrupted_bytes(repo_root, tmp_path, tiny_run):
+    """Killed once a Ray task has completed (its completion marker is in the work folder), then rerun on Ray: the
+    rerun skips nothing it should not and gives the bytes of the uninterrupted local run."""
+    pytest.importorskip("ray")
+    out = tmp_path / "killed"
+    proc = start(repo_root, out, "--executor", "ray")
+    work = tmp_path / "killed_work"
+    while proc.poll() is None and not list(work.glob("**/completions/*")):
+        time.sleep(0.01)
+    assert proc.poll() is None, "the Ray run ended before a task completed: " + proc.stderr.read()[-2000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists(), "a Ray run killed mid-way left an output folder"
+    proc = start(repo_root, out, "--executor", "ray")
+    assert proc.wait(timeout=900) == 0, proc.stderr.read()[-2000:]
+    assert split_hashes(out) == split_hashes(tiny_run)
+    assert json.loads((out / "report.json").read_text()) == json.loads((tiny_run / "report.json").read_text())

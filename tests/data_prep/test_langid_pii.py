@@ -1,7 +1,5 @@
 """Language ID on real text in three languages; PII replacement on realistic strings."""
 
-import json
-
 from dp_helpers import apply, make_step
 
 from data_prep.steps.pii import valid_cn_resident_id

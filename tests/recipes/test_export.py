@@ -13,7 +13,8 @@ from huggingface_hub import ModelCard
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
-from testkit import REPO_ROOT, load_recipe, run_recipe_error
+import recipes.export
+from testkit import REPO_ROOT, run_recipe_error
 
 CHAT = [{"role": "user", "content": "Who are you? 你是谁？ 12345"}]
 # transformers 4.57 with the tokenizers and huggingface_hub it supports, installed beside (not into) the venv
@@ -21,7 +22,7 @@ TRANSFORMERS4 = ["transformers==4.57.6", "tokenizers==0.22.2", "huggingface_hub=
 
 
 def export(source, out, *extra):
-    return load_recipe("export").main(["--model_name_or_path", str(source), "--output_dir", str(out),
+    return recipes.export.main(["--model_name_or_path", str(source), "--output_dir", str(out),
                                        "--repo_id", "tester/tiny-chat", "--dtype", "float32", *extra])
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from testkit import load_recipe, run_recipe_error
+import recipes.pack
+from testkit import run_recipe_error
 
 
 def write_jsonl(path, texts):
@@ -31,7 +32,7 @@ def encode_as_text(tok, text):
 
 def pack(tmp_path, corpus, tokenizer_dir, *extra, name="packed"):
     out = tmp_path / name
-    summary = load_recipe("pack").main(
+    summary = recipes.pack.main(
         ["--train_sources", str(corpus), "--tokenizer_name_or_path", str(tokenizer_dir), "--output_dir", str(out),
          "--block_size", "64", "--validation_split_size", "0.1", "--num_proc", "2", *extra]
     )

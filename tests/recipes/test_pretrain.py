@@ -11,8 +11,11 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaForCausalLM, Trainer
 
-from testkit import (REPO_ROOT, assert_resumed_at, assert_resumed_batches, data_order, kill_once_exists, load_recipe,
-                     newest_checkpoint_step, pretrain_args, run_recipe_error)
+import recipes.export
+import recipes.pretrain
+from testkit import (PLANTED_ENV, REPO_ROOT, assert_resumed_at, assert_resumed_batches, data_order,
+                     kill_during_evaluation, kill_once_exists, newest_checkpoint_step, pretrain_args, run_recipe_error,
+                     secret_leaks)
 from llm_recipes.checkpoints import resolve_source
 from llm_recipes.model import ModelArguments, build_llama_config
 from llm_recipes.training import CHECKPOINT_COMPLETE, complete_checkpoints
@@ -31,7 +34,7 @@ def losses(log_history):
 
 def test_single_process_loss_and_perplexity_drop(tiny_packed_dir, tmp_path):
     out = tmp_path / "run"
-    load_recipe("pretrain").main(pretrain_args(
+    recipes.pretrain.main(pretrain_args(
         tiny_packed_dir, out, "--max_steps", "60", "--logging_steps", "1", "--eval_steps", "60", "--eval_on_start", "true",
         "--save_steps", "60",
     ))
@@ -55,7 +58,7 @@ def test_single_process_loss_and_perplexity_drop(tiny_packed_dir, tmp_path):
 
 
 def test_no_weight_decay_on_norms_and_biases(tmp_path):
-    recipe = load_recipe("pretrain")
+    recipe = recipes.pretrain
     args = recipe.PretrainConfig(output_dir=str(tmp_path), weight_decay=0.1, report_to="none")
     model = LlamaForCausalLM(build_llama_config(ModelArguments(model_preset="tiny")))
     optimizer = Trainer(model=model, args=args).create_optimizer()
@@ -68,7 +71,7 @@ def test_no_weight_decay_on_norms_and_biases(tmp_path):
 
 def test_dry_run_plans_without_training(tiny_packed_dir, tmp_path, capsys):
     out = tmp_path / "dry"
-    load_recipe("pretrain").main(pretrain_args(tiny_packed_dir, out, "--max_tokens", "100000", "--dry_run", "true"))
+    recipes.pretrain.main(pretrain_args(tiny_packed_dir, out, "--max_tokens", "100000", "--dry_run", "true"))
     printed = capsys.readouterr().out
     assert "parameters:" in printed and "train FLOPs/token" in printed and "GiB/GPU" in printed
     assert "196 steps x 512 tokens" in printed  # ceil(100000 / (8 * 64))
@@ -124,7 +127,7 @@ def assert_same_losses_and_weights(baseline, resumed, checkpoint):
 
 
 KILL_COMMON = ["--max_steps", "60", "--save_steps", "10", "--save_total_limit", "3", "--logging_steps", "1",
-               "--eval_steps", "1000", "--log_data_order", "true"]
+               "--eval_steps", "25", "--log_data_order", "true"]
 
 
 @pytest.fixture(scope="module")
@@ -139,10 +142,12 @@ def uninterrupted(tiny_packed_dir, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kill_point", ["after_checkpoint_20", "writing_checkpoint_30", "seeded_time"])
+@pytest.mark.parametrize("kill_point", ["after_checkpoint_20", "evaluating_at_25", "writing_checkpoint_30",
+                                        "seeded_time"])
 def test_kill_and_resume_matches_uninterrupted_run(kill_point, tiny_packed_dir, uninterrupted, tmp_path):
-    """SIGKILL after a checkpoint completed, while one is being written (its folder exists, its marker does not), or
-    at a time drawn with a seed; then resume `latest` from the newest complete checkpoint (or from scratch)."""
+    """SIGKILL after a checkpoint completed, in the middle of an evaluation, while a checkpoint is being written (its
+    folder exists, its marker does not), or at a time drawn with a seed; then resume `latest` from the newest
+    complete checkpoint (or from scratch)."""
     import random
 
     baseline, duration = uninterrupted
@@ -155,6 +160,9 @@ def test_kill_and_resume_matches_uninterrupted_run(kill_point, tiny_packed_dir, 
         proc.wait()
     elif kill_point == "after_checkpoint_20":
         kill_once_exists(proc, killed / "checkpoint-20" / CHECKPOINT_COMPLETE, timeout=300)
+    elif kill_point == "evaluating_at_25":
+        kill_during_evaluation(proc, killed, 25, timeout=300)
+        assert int(data_order(killed)[-1][0]) == 24, "the kill came after the evaluation: training went on"
     else:
         kill_once_exists(proc, killed / "checkpoint-30", timeout=300)
     assert proc.returncode == -signal.SIGKILL
@@ -199,9 +207,12 @@ def test_zero3_two_processes_partition_shard_and_save(tiny_packed_dir, tmp_path)
     assert all(a != b for a, b in zip(ranks[0][:-1], ranks[1][:-1]))
 
     # 3. the consolidated save equals an independent gather of the trained weights (DeepSpeed's zero_to_fp32 on the
-    #    last checkpoint's fp32 shards), checked in this separate plain process
-    load_recipe("consolidate").main(["--checkpoint_dir", str(out / "checkpoint-6"), "--output_dir", str(tmp_path / "gathered"),
-                                     "--dtype", "float32"])
+    #    last checkpoint's fp32 shards), checked in a plain process; with secrets in its environment, it writes none
+    done = subprocess.run([sys.executable, "recipes/consolidate.py", "--checkpoint_dir", str(out / "checkpoint-6"),
+                           "--output_dir", str(tmp_path / "gathered"), "--dtype", "float32"], cwd=REPO_ROOT,
+                          env={**os.environ, **PLANTED_ENV}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert secret_leaks(tmp_path / "gathered", done.stdout + done.stderr) == []
     saved = LlamaForCausalLM.from_pretrained(out)
     gathered = LlamaForCausalLM.from_pretrained(tmp_path / "gathered")
     x = torch.randint(0, saved.config.vocab_size, (2, 32), generator=torch.Generator().manual_seed(0))
@@ -213,9 +224,9 @@ def test_zero3_two_processes_partition_shard_and_save(tiny_packed_dir, tmp_path)
 
     # 4. make export takes the ZeRO checkpoint itself and gathers its fp32 shards the same way
     assert resolve_source(str(out / "checkpoint-6")).kind == "zero"
-    exported = load_recipe("export").main(["--model_name_or_path", str(out / "checkpoint-6"),
-                                           "--output_dir", str(tmp_path / "export"),
-                                           "--repo_id", "tester/z3", "--dtype", "float32"])
+    exported = recipes.export.main(["--model_name_or_path", str(out / "checkpoint-6"),
+                                    "--output_dir", str(tmp_path / "export"), "--repo_id", "tester/z3",
+                                    "--dtype", "float32"])
     with torch.no_grad():
         assert torch.allclose(LlamaForCausalLM.from_pretrained(exported)(x).logits, gathered(x).logits, atol=1e-6)
 

@@ -11,7 +11,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from fakehub import FakeHub
-from testkit import DATA_DIR, REPO_ROOT, load_recipe, pretrain_args, run_recipe_error
+import recipes.export
+from testkit import DATA_DIR, REPO_ROOT, pretrain_args, run_recipe_error
 
 TOKEN = "hf_testTokenThatMustNeverBePrinted"
 
@@ -19,7 +20,7 @@ TOKEN = "hf_testTokenThatMustNeverBePrinted"
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, tiny_chat_model_dir):
     out = tmp_path_factory.mktemp("export") / "tiny-chat"
-    load_recipe("export").main(["--model_name_or_path", str(tiny_chat_model_dir), "--output_dir", str(out),
+    recipes.export.main(["--model_name_or_path", str(tiny_chat_model_dir), "--output_dir", str(out),
                                 "--repo_id", "tester/tiny-chat", "--dtype", "float32"])
     return out
 

@@ -9,7 +9,9 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, LogitsProcessor, LogitsProcessorList
 
-from testkit import (REPO_ROOT, assert_resumed_at, assert_resumed_batches, data_order, kill_once_exists, load_recipe,
+import recipes.merge_lora
+import recipes.sft
+from testkit import (REPO_ROOT, assert_resumed_at, assert_resumed_batches, data_order, kill_once_exists,
                      newest_checkpoint_step, run_recipe_error)
 from safetensors.torch import load_file
 
@@ -54,7 +56,7 @@ def sft_args(config, base_dir, out, *extra):
 
 def build(config, base_dir, out, *extra):
     """The recipe's own parser and trainer construction, without training."""
-    recipe = load_recipe("sft")
+    recipe = recipes.sft
     script_args, args, model_args = recipe.make_parser().parse(sft_args(config, base_dir, out, *extra))
     trainer, _ = recipe.build_trainer(script_args, args, model_args)
     return trainer
@@ -160,7 +162,7 @@ def test_full_sft_reduces_held_out_loss_and_stops_at_im_end(base_dir, data_dir, 
     out = tmp_path / "full"
     config = recipe_config(tmp_path, data_dir, max_steps=40, eval_steps=40, save_steps=40, eval_on_start=True,
                            learning_rate=3e-3, sample_prompt="Who are you?", sample_max_new_tokens=8)
-    load_recipe("sft").main(sft_args(config, base_dir, out))
+    recipes.sft.main(sft_args(config, base_dir, out))
     first, *_, last = eval_losses(out)
     assert last < first - 1.0, (first, last)  # held-out en + zh instructions (never trained on)
     report = json.loads((out / "data_report.json").read_text())
@@ -196,7 +198,7 @@ def test_lora_sft_adapter_and_merge(base_dir, data_dir, tmp_path):
     out = tmp_path / "lora"
     config = recipe_config(tmp_path, data_dir, preset="tiny_lora", max_steps=30, eval_steps=30, save_steps=30,
                            eval_on_start=True, use_rslora=True)  # the YAML switch reaches peft
-    load_recipe("sft").main(sft_args(config, base_dir, out))
+    recipes.sft.main(sft_args(config, base_dir, out))
     first, *_, last = eval_losses(out)
     assert last < first - 0.5, (first, last)
     assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
@@ -207,7 +209,7 @@ def test_lora_sft_adapter_and_merge(base_dir, data_dir, tmp_path):
     dora = build(config, base_dir, tmp_path / "dora", "--use_dora", "true", "--lora_dropout", "0.1").model.peft_config
     assert dora["default"].use_dora and dora["default"].lora_dropout == 0.1
 
-    merged_dir = load_recipe("merge_lora").main(["--adapter_dir", str(out), "--output_dir", str(tmp_path / "merged")])
+    merged_dir = recipes.merge_lora.main(["--adapter_dir", str(out), "--output_dir", str(tmp_path / "merged")])
     adapter = AutoPeftModelForCausalLM.from_pretrained(out).eval()
     merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
     base = AutoModelForCausalLM.from_pretrained(base_dir).eval()
@@ -229,7 +231,7 @@ def test_merge_non_zero_initialised_adapter(base_dir, tmp_path):
                            LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False,
                                       use_rslora=True, use_dora=True, task_type="CAUSAL_LM"))
     model.save_pretrained(tmp_path / "adapter")
-    merged_dir = load_recipe("merge_lora").main(["--adapter_dir", str(tmp_path / "adapter"), "--output_dir",
+    merged_dir = recipes.merge_lora.main(["--adapter_dir", str(tmp_path / "adapter"), "--output_dir",
                                                  str(tmp_path / "merged")])
     assert (merged_dir / "model.safetensors").exists() and (merged_dir / "tokenizer.json").exists()
     adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), tmp_path / "adapter").eval()
@@ -247,7 +249,7 @@ def test_early_stopping_keeps_best_checkpoint(base_dir, data_dir, tmp_path):
     config = recipe_config(tmp_path, data_dir, sources=((ZH, 60),), max_steps=40, eval_steps=2, save_steps=2,
                            early_stopping_patience=1, early_stopping_threshold=100.0, save_total_limit=2,
                            eval_on_start=False)
-    load_recipe("sft").main(sft_args(config, base_dir, out))
+    recipes.sft.main(sft_args(config, base_dir, out))
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 4  # stopped at the second evaluation, not at max_steps 40
     evals = {e["step"]: e["eval_loss"] for e in state["log_history"] if "eval_loss" in e}
@@ -267,7 +269,7 @@ def test_qlora_trains_or_stops_with_a_clear_message(base_dir, data_dir, tmp_path
 
     from llm_recipes.config import ConfigError
 
-    recipe = load_recipe("sft")
+    recipe = recipes.sft
     config = recipe_config(tmp_path, data_dir, preset="tiny_lora", sources=((ZH, 40),), max_steps=10, eval_steps=10,
                            save_steps=10, eval_on_start=True, early_stopping_patience=None)
     args = sft_args(config, base_dir, tmp_path / "q", "--load_in_4bit", "true")
@@ -317,7 +319,7 @@ def test_no_eval_strategy_trains_without_the_yaml_eval_on_start(base_dir, data_d
     """`--eval_strategy no` on a recipe that keeps eval_on_start: true trained into a Trainer traceback before."""
     config = recipe_config(tmp_path, data_dir, sources=((EN, 40),), eval_strategy="no", eval_on_start=True,
                            load_best_model_at_end=False, early_stopping_patience=None, max_steps=2, save_steps=2)
-    trainer = load_recipe("sft").main(sft_args(config, base_dir, tmp_path / "out"))
+    trainer = recipes.sft.main(sft_args(config, base_dir, tmp_path / "out"))
     assert trainer.state.global_step == 2 and not trainer.args.eval_on_start
 
 
@@ -396,7 +398,7 @@ def test_zero3_two_processes_lora_saves_an_adapter(base_dir, data_dir, tmp_path)
 def test_every_sft_recipe_parses_and_loads_its_mixture(config, data_dir):
     from llm_recipes.chat_data import load_mixture
 
-    recipe = load_recipe("sft")
+    recipe = recipes.sft
     script_args, args, model_args = recipe.make_parser().parse(["--config", str(REPO_ROOT / "configs/sft" / config)])
     recipe.check_combination(script_args, args, model_args)
     data, reports = load_mixture(script_args, seed=args.seed)

@@ -3,6 +3,7 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
+import recipes.train_tokenizer
 from testkit import run_recipe_error
 from llm_recipes.corpus import script_language
 from llm_recipes.tokenizer import min_vocab_size
@@ -113,8 +114,6 @@ def test_vocab_smaller_than_byte_alphabet_plus_specials_is_a_config_error(tokeni
 def test_corpus_is_streamed_not_listed(tokenizer_config, tmp_path, monkeypatch):
     """The trainer gets an iterator of batches; it never sees the corpus as one Python list."""
     import llm_recipes.tokenizer as tokenizer_module
-    from testkit import load_recipe
-
     seen = {}
     real_train = tokenizer_module.train_bpe
 
@@ -122,7 +121,7 @@ def test_corpus_is_streamed_not_listed(tokenizer_config, tmp_path, monkeypatch):
         seen["type"] = type(batches)
         return real_train(batches, *args, **kwargs)
 
-    recipe = load_recipe("train_tokenizer")
+    recipe = recipes.train_tokenizer
     monkeypatch.setattr(recipe, "train_bpe", spy)
     recipe.main(["--config", str(tokenizer_config), "--output_dir", str(tmp_path / "t"),
                  "--vocab_size", "300", "--max_documents", "500"])
