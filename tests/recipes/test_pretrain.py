@@ -32,6 +32,10 @@ def losses(log_history):
     return {e["step"]: e["loss"] for e in log_history if "loss" in e}
 
 
+def tokens_seen(log_history):
+    return [e["tokens_seen"] for e in log_history if "tokens_seen" in e][-1]
+
+
 def test_single_process_loss_and_perplexity_drop(tiny_packed_dir, tmp_path):
     out = tmp_path / "run"
     recipes.pretrain.main(pretrain_args(
@@ -120,6 +124,7 @@ def assert_same_losses_and_weights(baseline, resumed, checkpoint):
     expected, got = losses(history(baseline)), losses(history(resumed))
     after = [s for s in expected if s > checkpoint]
     assert after and all(abs(got[s] - expected[s]) <= 1e-5 for s in after), {s: (got[s], expected[s]) for s in after}
+    assert tokens_seen(history(resumed)) == tokens_seen(history(baseline))  # the count went on from the checkpoint
     x = torch.randint(0, 2048, (1, 16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         final = [LlamaForCausalLM.from_pretrained(d)(x).logits for d in (baseline, resumed)]

@@ -410,18 +410,24 @@ def test_every_sft_recipe_parses_and_loads_its_mixture(config, data_dir):
 # --- kill and resume ---------------------------------------------------------------------------------------------------
 
 
-def run_sft(config, base_dir, out, *extra):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, str(REPO_ROOT / "recipes/sft.py"), *sft_args(config, base_dir, out, *extra)],
-                            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def run_sft(config, base_dir, out, *extra, processes=1, port=29661):
+    """The recipe in its own process (group): plain python, or `accelerate launch` ZeRO-3 on 2+ processes."""
+    launcher = [sys.executable] if processes == 1 else [
+        *ACCELERATE, "--config_file", str(REPO_ROOT / "launch/accelerate/zero3.yaml"), "--num_processes",
+        str(processes), "--main_process_port", str(port)]
+    return subprocess.Popen([*launcher, str(REPO_ROOT / "recipes/sft.py"), *sft_args(config, base_dir, out, *extra)],
+                            cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["tiny", "tiny_lora"])
-def test_kill_and_resume_continues_at_the_checkpoint(preset, base_dir, data_dir, tmp_path):
-    """SIGKILL after the second checkpoint, resume `latest`: the resumed process starts at that checkpoint's step
-    (first logged step, first batch), adds exactly the remaining batches in the uninterrupted order, and ends with
-    the same losses and weights. With resume_from_checkpoint=None in the recipe this test fails."""
+@pytest.mark.parametrize("preset, processes", [("tiny", 1), ("tiny_lora", 1), ("tiny", 2)],
+                         ids=["full", "lora", "full-zero3-2proc"])
+def test_kill_and_resume_continues_at_the_checkpoint(preset, processes, base_dir, data_dir, tmp_path):
+    """SIGKILL (the whole launch) after the second checkpoint, resume `latest`: the resumed process starts at that
+    checkpoint's step (first logged step, first batch of every rank), adds exactly the remaining batches in the
+    uninterrupted order, and ends with the same losses and weights. With resume_from_checkpoint=None in the recipe
+    this test fails."""
     from llm_recipes.training import CHECKPOINT_COMPLETE
 
     config = recipe_config(tmp_path, data_dir, preset=preset, sources=((EN, 160), (ZH, 160)), eval_strategy="no",
@@ -429,17 +435,21 @@ def test_kill_and_resume_continues_at_the_checkpoint(preset, base_dir, data_dir,
                            max_steps=30, save_steps=10, save_total_limit=3, logging_steps=1, log_data_order=True,
                            max_length=128)
     baseline, killed = tmp_path / "baseline", tmp_path / "killed"
-    out, _ = (proc := run_sft(config, base_dir, baseline)).communicate(timeout=600)
+    out, _ = (proc := run_sft(config, base_dir, baseline, processes=processes)).communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
 
-    kill_once_exists(run_sft(config, base_dir, killed), killed / "checkpoint-20" / CHECKPOINT_COMPLETE)
+    kill_once_exists(run_sft(config, base_dir, killed, processes=processes, port=29662),
+                     killed / "checkpoint-20" / CHECKPOINT_COMPLETE, group=True)
     assert not (killed / "trainer_state.json").exists(), "the run finished before it was killed"
-    checkpoint, lines_before = newest_checkpoint_step(killed), len(data_order(killed))
+    checkpoint = newest_checkpoint_step(killed)
+    before = {rank: len(data_order(killed, rank)) for rank in range(processes)}
 
-    out, _ = (proc := run_sft(config, base_dir, killed, "--resume_from_checkpoint", "latest")).communicate(timeout=600)
+    out, _ = (proc := run_sft(config, base_dir, killed, "--resume_from_checkpoint", "latest", processes=processes,
+                              port=29663)).communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
     assert_resumed_at(out, 30, checkpoint)
-    assert_resumed_batches(baseline, killed, lines_before, checkpoint, 30)
+    for rank in range(processes):
+        assert_resumed_batches(baseline, killed, before[rank], checkpoint, 30, rank)
 
     def train_losses(path):
         state = json.loads((path / "trainer_state.json").read_text())
@@ -448,6 +458,8 @@ def test_kill_and_resume_continues_at_the_checkpoint(preset, base_dir, data_dir,
     expected, got = train_losses(baseline), train_losses(killed)
     after = [s for s in expected if s > checkpoint]
     assert after and all(abs(got[s] - expected[s]) <= 1e-5 for s in after), {s: (got[s], expected[s]) for s in after}
+    seen = [json.loads((p / "trainer_state.json").read_text())["num_input_tokens_seen"] for p in (baseline, killed)]
+    assert seen[0] == seen[1] > 0  # real tokens of every rank, counted on from the checkpoint
     weights = "adapter_model.safetensors" if preset == "tiny_lora" else "model.safetensors"
     final, reference = load_file(killed / weights), load_file(baseline / weights)
     assert final.keys() == reference.keys()
