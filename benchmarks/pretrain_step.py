@@ -56,6 +56,8 @@ def recipe_args(args, workdir: str):
             "--per_device_train_batch_size", str(args.batch_size), "--gradient_accumulation_steps", "1",
             "--max_steps", str(args.steps + args.warmup), "--logging_steps", "1", "--save_strategy", "no",
             "--eval_strategy", "no", "--eval_on_start", "false", "--report_to", "none", "--seed", "0"]
+    if args.dataloader_num_workers is not None:
+        argv += ["--dataloader_num_workers", str(args.dataloader_num_workers)]
     return pretrain.make_parser().parse(argv)[2]
 
 
@@ -114,6 +116,8 @@ def main() -> None:
     cli.add_argument("--warmup", type=int, default=3)
     cli.add_argument("--vocab_size", type=int, default=None, help="override the preset's vocab (e.g. a small tokenizer)")
     cli.add_argument("--rounds", type=int, default=5, help="alternating bare / ours runs")
+    cli.add_argument("--dataloader_num_workers", type=int, default=None,
+                     help="override the YAML's (GPU presets load with 2 workers, which compete for a small CPU box)")
     cli.add_argument("--profile", action="store_true", help="cProfile the Trainer run and print the top entries")
     args = cli.parse_args()
     torch.manual_seed(0)
