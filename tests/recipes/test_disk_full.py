@@ -10,14 +10,14 @@ import pytest
 from llm_recipes.training import CHECKPOINT_COMPLETE, complete_checkpoints
 from testkit import REPO_ROOT, pretrain_args
 
-# Runs a recipe with torch.save / safetensors' save_file failing (ENOSPC) on the Nth write of a file whose name ends
-# with SUFFIX; argv: N SUFFIX recipe.py recipe-args...
+# Runs a recipe with torch.save / safetensors' save_file failing (ERRNO, default ENOSPC) on the Nth write of a file
+# whose name ends with SUFFIX; argv: ERRNO N SUFFIX recipe.py recipe-args...
 INJECT = """
 import errno, os, runpy, sys
 import safetensors.torch, torch
 import transformers.modeling_utils as modeling_utils
 
-n, suffix, *argv = sys.argv[1:]
+code, n, suffix, *argv = sys.argv[1:]
 calls = {"n": 0}
 
 def failing(real):
@@ -25,7 +25,7 @@ def failing(real):
         if str(f).endswith(suffix):
             calls["n"] += 1
             if calls["n"] == int(n):
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(f))
+                raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), str(f))
         return real(obj, f, *args, **kwargs)
     return write
 
@@ -36,16 +36,16 @@ runpy.run_path(argv[0], run_name="__main__")
 """
 
 
-def run_failing(n, suffix, recipe, *args):
-    return subprocess.run([sys.executable, "-c", INJECT, str(n), suffix, str(REPO_ROOT / "recipes" / recipe), *args],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+def run_failing(n, suffix, recipe, *args, code="ENOSPC"):
+    return subprocess.run([sys.executable, "-c", INJECT, code, str(n), suffix, str(REPO_ROOT / "recipes" / recipe),
+                           *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
 
 
-def one_error_line(done, prog):
+def one_error_line(done, prog, reason="No space left on device"):
     assert done.returncode == 1, done.stderr[-2000:]
     assert "Traceback" not in done.stderr + done.stdout
     errors = [line for line in done.stderr.splitlines() if line.startswith(f"{prog}: error:")]
-    assert len(errors) == 1 and "out of disk space" in errors[0] and "No space left on device" in errors[0]
+    assert len(errors) == 1 and "out of disk space" in errors[0] and reason in errors[0]
 
 
 @pytest.mark.slow
@@ -59,13 +59,15 @@ def test_pretraining_keeps_the_last_good_checkpoint(tiny_packed_dir, tmp_path):
     assert not (out / "model.safetensors").exists()  # no final model that looks finished
 
 
-def test_export_leaves_no_folder_and_keeps_the_previous_one(tiny_chat_model_dir, tmp_path):
+@pytest.mark.parametrize("code, reason", [("ENOSPC", "No space left on device"), ("EFBIG", "File too large")])
+def test_export_leaves_no_folder_and_keeps_the_previous_one(code, reason, tiny_chat_model_dir, tmp_path):
+    """ENOSPC (disk full) or EFBIG (a file-size limit, e.g. `ulimit -f` or a FAT32 volume)."""
     out = tmp_path / "export"
     args = ["--model_name_or_path", str(tiny_chat_model_dir), "--output_dir", str(out), "--repo_id", "tester/x",
             "--dtype", "float32"]
-    one_error_line(run_failing(1, ".safetensors", "export.py", *args), "export.py")
+    one_error_line(run_failing(1, ".safetensors", "export.py", *args, code=code), "export.py", reason)
     assert not out.exists() and not list(tmp_path.glob(".export*"))
     out.mkdir()
     (out / "config.json").write_text("{}")  # a previous export
-    one_error_line(run_failing(1, ".safetensors", "export.py", *args), "export.py")
+    one_error_line(run_failing(1, ".safetensors", "export.py", *args, code=code), "export.py", reason)
     assert [p.name for p in out.iterdir()] == ["config.json"] and not list(tmp_path.glob(".export*"))
