@@ -81,7 +81,7 @@ merge-lora: install ## fold a LoRA adapter into a full checkpoint (ADAPTER=outpu
 	$(PY) recipes/merge_lora.py --adapter_dir $(ADAPTER) --output_dir $(ADAPTER)-merged $(ARGS)
 
 eval: install ## perplexity + bits/byte per language, sentiment 0/k-shot, chat generation, lm-eval (CONFIG=configs/eval/tiny.yaml)
-	$(PY) recipes/evaluate.py --config $(or $(CONFIG),configs/eval/tiny.yaml) $(ARGS)
+	$(PY) recipes/eval.py --config $(or $(CONFIG),configs/eval/tiny.yaml) $(ARGS)
 
 export: install ## Hub-ready folder: safetensors, tokenizer, card with the eval metrics (CONFIG=configs/export/tiny.yaml)
 	$(PY) recipes/export.py --config $(or $(CONFIG),configs/export/tiny.yaml) $(ARGS)
@@ -107,7 +107,7 @@ demo: install ## run the whole pipeline on the tiny preset and the shipped data 
 	  recipes/pretrain.py --config configs/pretrain/tiny.yaml
 	$(VENV)/bin/accelerate launch --config_file launch/accelerate/single.yaml --num_processes 1 \
 	  recipes/sft.py --config configs/sft/tiny.yaml
-	$(PY) recipes/evaluate.py --config configs/eval/tiny.yaml
+	$(PY) recipes/eval.py --config configs/eval/tiny.yaml
 	$(PY) recipes/export.py --config configs/export/tiny.yaml
 	$(PY) recipes/push.py --folder outputs/tiny/export --dry_run
 

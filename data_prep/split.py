@@ -59,6 +59,13 @@ def eda(words: list[str], p: AugmentParams, rng: random.Random) -> list[str]:
     return words
 
 
+def augment_text(text: str, language: str | None, p: AugmentParams, rng: random.Random) -> str:
+    """One EDA copy of `text`: Chinese by jieba words, other languages by spaces. data_prep's augment step and
+    recipes/classify.py both call this."""
+    words = words_of(text, language) if language == "zh" else text.split(" ")
+    return ("" if language == "zh" else " ").join(eda(words, p, rng))
+
+
 class SplitAndWeight(DocStep):
     """Assign each document its split; repeat or subsample train documents by source weight; augment train."""
 
@@ -94,11 +101,9 @@ class SplitAndWeight(DocStep):
 
     def _augmented(self, doc: Document):
         language = doc.metadata.get("language", "en")
-        words = words_of(doc.text, language) if language == "zh" else doc.text.split(" ")
-        joiner = "" if language == "zh" else " "
         for a in range(self.augment.copies):
             rng = random.Random(f"{self.seed}:{doc.id}:{a}")  # str seeds hash with SHA-512: stable across processes
-            text = joiner.join(eda(words, self.augment, rng))
+            text = augment_text(doc.text, language, self.augment, rng)
             if text.strip():
                 meta = dict(doc.metadata, augmented=True)
                 self.stat_update("augmented_copies")

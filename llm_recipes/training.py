@@ -132,6 +132,25 @@ class RecipeTrainerMixin:
         super().log(logs, start_time)
 
 
+class TokenCountCollator:
+    """Wraps a collator and adds, per batch (per process), the real tokens and the slots they fill, which
+    RecipeTrainerMixin logs as real_token_share, tokens/s and tokens seen. Plain ints: counting never waits on a GPU.
+
+    Padded batches: rows are padded to the longest one, so share = tokens / (rows * longest). Packed (`width` set):
+    a row is a bin of `width` slots, so share = tokens / (rows * width).
+    """
+
+    def __init__(self, collator, width: int | None = None):
+        self.collator, self.width = collator, width
+
+    def __call__(self, examples):
+        lengths = [len(ex["input_ids"]) for ex in examples]
+        batch = self.collator(examples)
+        batch["real_tokens"] = sum(lengths)
+        batch["token_slots"] = len(lengths) * (self.width or max(lengths))
+        return batch
+
+
 def record_batch(trainer: Trainer, input_ids: torch.Tensor, prefix: str = "") -> None:
     """One line per micro-batch in output_dir/data_order/rank<N>.txt (evaluation batches: eval-rank<N>.txt): the
     optimizer step and a hash of the token ids. Tests read it to check sharding (ranks differ) and resume (no batch
@@ -228,13 +247,15 @@ def save_final(trainer: Trainer, output_dir: str) -> None:
     staging = Path(output_dir) / ".final-staging"
     base = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
     # Trained without a KV cache (packed rows need it off); inference is where the cache makes generate fast.
+    generation_config = getattr(base, "generation_config", None)  # classifiers have none
     base.config.use_cache = True
-    base.generation_config.use_cache = True
+    if generation_config is not None:
+        generation_config.use_cache = True
     trainer.save_model(str(staging))
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
-        if base is not trainer.model:  # adapter folder: ship the generation config (stop tokens) with it
-            base.generation_config.save_pretrained(staging)
+        if base is not trainer.model and generation_config is not None:  # adapter: ship its stop tokens with it
+            generation_config.save_pretrained(staging)
         for item in staging.iterdir():
             target = Path(output_dir) / item.name
             if target.is_dir():

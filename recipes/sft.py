@@ -38,7 +38,8 @@ from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.distributed import exit_skipping_teardown_on_cpu_ranks
 from llm_recipes.run_info import write_run_info
 from llm_recipes.tokenizer import set_stop_tokens
-from llm_recipes.training import RecipeTrainerMixin, prepare_training_args, resolve_resume, setup_trainer, train_and_save
+from llm_recipes.training import (RecipeTrainerMixin, TokenCountCollator, prepare_training_args, resolve_resume,
+                                  setup_trainer, train_and_save)
 
 logger = logging.getLogger("sft")
 warnings.filterwarnings("ignore", message=r".*(all_gather_into_tensor|reduce_scatter_tensor).*", category=FutureWarning)
@@ -141,33 +142,14 @@ def load_tokenizer(script_args: ScriptArguments, model_args: ModelConfig, args: 
     return tokenizer
 
 
-# --- the trainer: SFTTrainer + the real-token share ---------------------------------------------------------------
-
-
-class TokenShareCollator:
-    """Wraps SFTTrainer's collator and adds, per batch (per process), the real tokens and the slots they fill, which
-    the training core logs as real_token_share, tokens/s and tokens seen.
-
-    Packed (bfd): a row is a bin of max_length slots, so share = tokens / (rows * max_length). Padded: rows are
-    padded to the longest one, so share = tokens / (rows * longest). Plain ints, so counting never waits on a GPU.
-    """
-
-    def __init__(self, collator, packed: bool, max_length: int | None):
-        self.collator, self.packed, self.max_length = collator, packed, max_length
-
-    def __call__(self, examples):
-        lengths = [len(ex["input_ids"]) for ex in examples]
-        batch = self.collator(examples)
-        width = self.max_length if self.packed and self.max_length else max(lengths)
-        batch["real_tokens"] = sum(lengths)
-        batch["token_slots"] = len(lengths) * width
-        return batch
+# --- the trainer: SFTTrainer + the training core's logging -----------------------------------------------------------
 
 
 class RecipeSFTTrainer(RecipeTrainerMixin, SFTTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.data_collator = TokenShareCollator(self.data_collator, self.args.packing, self.args.max_length)
+        # packed (bfd): a row is a bin of max_length slots; padded: rows are as long as the longest
+        self.data_collator = TokenCountCollator(self.data_collator, self.args.max_length if self.args.packing else None)
 
 
 # --- the sample generation --------------------------------------------------------------------------------------------

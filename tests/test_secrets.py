@@ -68,7 +68,7 @@ ENTRY_POINTS = {
     "train_tokenizer": ["recipes/train_tokenizer.py", "--config", "{tok_config}", "--output_dir", "{out}"],
     "pack": ["recipes/pack.py", "--config", "{pack_config}", "--tokenizer_name_or_path", "{tok}", "--output_dir",
              "{out}", "--block_size", "64", "--max_documents", "200"],
-    "evaluate": ["recipes/evaluate.py", "--config", "configs/eval/tiny.yaml", "--model_name_or_path", "{model}",
+    "eval": ["recipes/eval.py", "--config", "configs/eval/tiny.yaml", "--model_name_or_path", "{model}",
                  "--output_dir", "{out}", "--tasks", "generation"],
     "export+push": ["recipes/export.py", "--model_name_or_path", "{model}", "--output_dir", "{out}", "--repo_id",
                     "tester/tiny", "&&", "recipes/push.py", "--folder", "{out}", "--dry_run"],

@@ -1,4 +1,4 @@
-"""The data of recipes/evaluate.py: held-out text per language, labelled sets split into eval and demonstrations, and
+"""The data of recipes/eval.py: held-out text per language, labelled sets split into eval and demonstrations, and
 chat prompts. Every problem is one ConfigError line naming the file and the key."""
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def load_lm_texts(s: LMSet) -> tuple[LMSet, list[str]]:
     return s, texts
 
 
-def _read_table(path_spec: str, columns: tuple[str, ...]) -> datasets.Dataset:
+def read_table(path_spec: str, columns: tuple[str, ...]) -> datasets.Dataset:
     files = local_files(path_spec, BUILDERS)
     if not files:
         raise ConfigError(f"{path_spec}: no such file")
@@ -111,9 +111,9 @@ def _examples(s: ClassificationSet, ds: datasets.Dataset, dropped: Counter) -> l
 def load_labelled(s: ClassificationSet, seed: int) -> tuple[ClassificationSet, dict]:
     """Eval examples and a disjoint demonstration pool (from demo_path, or split off with the seed)."""
     dropped = Counter()
-    rows = _examples(s, _read_table(s.path, (s.text_column, s.label_column)), dropped)
+    rows = _examples(s, read_table(s.path, (s.text_column, s.label_column)), dropped)
     if s.demo_path:
-        demos = _examples(s, _read_table(s.demo_path, (s.text_column, s.label_column)), dropped)
+        demos = _examples(s, read_table(s.demo_path, (s.text_column, s.label_column)), dropped)
     else:
         rows = rows[:]
         random.Random(seed).shuffle(rows)

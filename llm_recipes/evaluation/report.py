@@ -1,4 +1,4 @@
-"""eval_results.json, eval_report.md, generations.jsonl and the PNGs of recipes/evaluate.py."""
+"""eval_results.json, eval_report.md, generations.jsonl and the PNGs of recipes/eval.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def _confusion_png(matrix: list[list[int]], names: list[str], title: str, path: Path) -> None:
+def confusion_png(matrix: list[list[int]], names: list[str], title: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(3.6, 3.2), dpi=120)
     ax.imshow(matrix, cmap="Blues")
     top = max(max(row) for row in matrix) or 1
@@ -101,7 +101,7 @@ def write_report(results: dict, folder: Path) -> None:
         # matplotlib's default font has no CJK glyphs: label ids stand in for non-ASCII verbalisers
         names = [w.strip() if w.isascii() else k for k, w in c["labels"].items()]
         for k, s in c["shots"].items():
-            _confusion_png(s["confusion_matrix"], names, f"{c['dataset_name']}, {k}-shot",
+            confusion_png(s["confusion_matrix"], names, f"{c['dataset_name']}, {k}-shot",
                            folder / f"confusion_{name}_{k}shot.png")
     (folder / "eval_results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     (folder / "eval_report.md").write_text(_markdown(results) + "\n", encoding="utf-8")

@@ -1,4 +1,4 @@
-"""How recipes/evaluate.py measures a causal LM: sliding-window log-likelihood (perplexity, bits per byte), verbaliser
+"""How recipes/eval.py measures a causal LM: sliding-window log-likelihood (perplexity, bits per byte), verbaliser
 log-likelihood classification (zero- and k-shot), chat generation stop rate, and the metric modules of `evaluate`.
 """
 

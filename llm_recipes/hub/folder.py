@@ -163,7 +163,7 @@ PreTrainedTokenizerFast`, chat template also in `tokenizer_config.json`, top-lev
 
 {% if eval_table %}{{ eval_table }}
 
-Computed with `make eval` (`recipes/evaluate.py`): perplexity and bits per byte on held-out text, zero/k-shot sentiment
+Computed with `make eval` (`recipes/eval.py`): perplexity and bits per byte on held-out text, zero/k-shot sentiment
 classification by verbaliser log-likelihood, generation stop rate. Full results: `eval_results.json`.
 {% else %}Not evaluated: run `make eval` before `make export` to put the metrics here.
 {% endif %}
@@ -188,7 +188,7 @@ Trained with the llm-recipes pipeline, stage by stage; the resolved config of ev
 
 
 def eval_results_for_card(results: dict) -> tuple[list[EvalResult], str]:
-    """model-index entries and a Markdown table from recipes/evaluate.py's eval_results.json."""
+    """model-index entries and a Markdown table from recipes/eval.py's eval_results.json."""
     entries, rows = [], ["| task | dataset | metric | value |", "|---|---|---|---:|"]
     for name, lm in results.get("language_modeling", {}).items():
         for metric in ("bits_per_byte", "perplexity"):

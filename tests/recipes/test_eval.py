@@ -10,7 +10,7 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llm_recipes.evaluation import scoring as ev
-import recipes.evaluate
+import recipes.eval
 from testkit import REPO_ROOT, run_recipe_error
 
 SST2 = {"path": "${DATA_DIR}/sst2/sst2_glue_dev.tsv", "name": "sst2", "language": "en", "text_column": "sentence",
@@ -97,7 +97,7 @@ def test_metrics_are_the_evaluate_modules_and_the_majority_baseline():
 
 
 def test_evaluate_writes_results_report_and_pictures(tmp_path, tiny_chat_model_dir):
-    results = recipes.evaluate.main(["--config", str(write_config(tmp_path, tiny_chat_model_dir))])
+    results = recipes.eval.main(["--config", str(write_config(tmp_path, tiny_chat_model_dir))])
     out = tmp_path / "eval"
     saved = json.loads((out / "eval_results.json").read_text())
     assert set(saved["language_modeling"]) == {"en", "zh"}
@@ -136,7 +136,7 @@ def make_adapter(tmp_path, base_dir):
 def test_a_lora_adapter_is_evaluated_on_its_base(tmp_path, tiny_chat_model_dir):
     make_adapter(tmp_path, tiny_chat_model_dir)
     merged = tmp_path / "merged"
-    recipe = recipes.evaluate
+    recipe = recipes.eval
     via_adapter = recipe.main(["--config", str(write_config(tmp_path, tmp_path / "adapter", tasks=["lm"]))])
     via_merged = recipe.main(["--config", str(write_config(tmp_path, merged, tasks=["lm"]))])
     assert via_adapter["kind"] == "adapter"
@@ -152,14 +152,14 @@ def test_bits_per_byte_equals_lm_evaluation_harness(tmp_path, tiny_chat_model_di
     config = write_config(tmp_path, tiny_chat_model_dir, tasks=["lm", "lm_eval"], context_length=64, stride=64,
                           lm_sets=[{"path": "${DATA_DIR}/wikitext2/test.txt", "name": "wikitext", "max_documents": 12}],
                           lm_eval_tasks=["llmr_wikitext", "llmr_sst2"], lm_eval_limit=12)
-    results = recipes.evaluate.main(["--config", str(config)])
+    results = recipes.eval.main(["--config", str(config)])
     ours = results["language_modeling"]["wikitext"]["bits_per_byte"]
     theirs = results["lm_eval"]["results"]["llmr_wikitext"]["bits_per_byte"]
     assert ours == pytest.approx(theirs, rel=1e-6)
     assert 0 <= results["lm_eval"]["results"]["llmr_sst2"]["acc"] <= 1
     assert results["lm_eval"]["command"].startswith("lm_eval run --model hf")
     # a smaller stride gives every token more context: a different (here: the scorer must notice) number
-    shorter = recipes.evaluate.main(["--config", str(config), "--stride", "16", "--tasks", "lm"])
+    shorter = recipes.eval.main(["--config", str(config), "--stride", "16", "--tasks", "lm"])
     assert shorter["language_modeling"]["wikitext"]["bits_per_byte"] != pytest.approx(theirs, rel=1e-6)
 
 
@@ -169,7 +169,7 @@ def test_lm_eval_runs_an_adapter_through_peft(tmp_path, tiny_chat_model_dir):
     config = write_config(tmp_path, adapter, tasks=["lm", "lm_eval"], context_length=64, stride=64,
                           lm_sets=[{"path": "${DATA_DIR}/wikitext2/test.txt", "name": "wikitext", "max_documents": 4}],
                           lm_eval_tasks=["llmr_wikitext"], lm_eval_limit=4)
-    results = recipes.evaluate.main(["--config", str(config)])
+    results = recipes.eval.main(["--config", str(config)])
     assert "peft=" in results["lm_eval"]["command"]
     assert results["language_modeling"]["wikitext"]["bits_per_byte"] == pytest.approx(
         results["lm_eval"]["results"]["llmr_wikitext"]["bits_per_byte"], rel=1e-5)
@@ -179,7 +179,7 @@ def test_lm_eval_runs_an_adapter_through_peft(tmp_path, tiny_chat_model_dir):
 
 
 def bad_run(tmp_path, model, capsys, **overrides):
-    err = run_recipe_error("evaluate", ["--config", str(write_config(tmp_path, model, **overrides))], capsys)
+    err = run_recipe_error("eval", ["--config", str(write_config(tmp_path, model, **overrides))], capsys)
     assert not (tmp_path / "eval").exists()
     return err
 

@@ -1,8 +1,8 @@
 """Measure a causal LM: perplexity and bits per byte per language, zero/k-shot sentiment classification, chat
 generation, and lm-evaluation-harness on local task YAMLs.
 
-    python recipes/evaluate.py --config configs/eval/tiny.yaml
-    python recipes/evaluate.py --config configs/eval/tiny.yaml --model_name_or_path outputs/tiny/sft-lora  # adapter
+    python recipes/eval.py --config configs/eval/tiny.yaml
+    python recipes/eval.py --config configs/eval/tiny.yaml --model_name_or_path outputs/tiny/sft-lora  # adapter
 
 Any causal LM folder or Hub id (base, SFT, merged LoRA) or a LoRA adapter + its base. Writes eval_results.json,
 eval_report.md, generations.jsonl and PNGs (confusion matrices, bits per byte per language) to `output_dir`, staged
@@ -16,9 +16,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# This script is named like the `evaluate` library, and Python puts the script's folder first on sys.path: drop it,
-# or `import evaluate` (ours, scikit-learn's helpers, lm-eval's) would import this file instead of the library.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)  # its CPU import warning: see recipes/sft.py
 
 from transformers import set_seed  # noqa: E402
@@ -33,7 +30,7 @@ from llm_recipes.evaluation.harness import run_lm_eval  # noqa: E402
 from llm_recipes.evaluation.report import write_report  # noqa: E402
 from llm_recipes.run_info import write_run_info  # noqa: E402
 
-logger = logging.getLogger("evaluate")
+logger = logging.getLogger("eval")
 TASKS = ("lm", "classification", "generation", "lm_eval")
 
 
@@ -150,11 +147,11 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(str(e))
     with publish_dir(args.output_dir) as staging:
         write_report(results, staging)
-        write_run_info(staging, args, recipe="evaluate")
+        write_run_info(staging, args, recipe="eval")
     logger.info("eval results in %s", Path(args.output_dir) / "eval_report.md")
     return results
 
 
 if __name__ == "__main__":
-    with stop_cleanly_when_disk_full("evaluate.py"):
+    with stop_cleanly_when_disk_full("eval.py"):
         main(sys.argv[1:])

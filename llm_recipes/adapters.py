@@ -1,0 +1,69 @@
+"""Parameter-efficient fine-tuning through `peft`, one switch for every recipe: `peft_type: lora | adalora | ia3`.
+
+The task type decides what stays fully trainable: for SEQ_CLS, peft keeps the classifier head (`score` in LLaMA,
+`classifier` in BERT) in `modules_to_save`. AdaLoRA re-allocates ranks on a schedule over the whole run, so it needs
+the total step count (the recipe supplies it) and a call after every optimizer step (`AdaLoraCallback`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from peft import AdaLoraConfig, IA3Config, LoraConfig, PeftConfig
+from transformers import TrainerCallback
+
+from llm_recipes.config import ConfigError
+
+PEFT_TYPES = ("none", "lora", "adalora", "ia3")
+
+
+@dataclass
+class PeftArguments:
+    peft_type: str = field(
+        default="none", metadata={"help": "none (full fine-tuning), lora, adalora or ia3.", "choices": PEFT_TYPES})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank (AdaLoRA: the average rank it ends with)."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA / AdaLoRA input."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Modules to adapt; default: all linear layers (LoRA, AdaLoRA), peft's per-model default "
+                          "(IA3: keys, values and the feed-forward output)."})
+    adalora_init_r: int = field(default=12, metadata={"help": "AdaLoRA: rank of every module before pruning."})
+    adalora_warmup_fraction: float = field(
+        default=0.1, metadata={"help": "AdaLoRA tinit: share of the steps trained before ranks are pruned."})
+    adalora_final_fraction: float = field(
+        default=0.2, metadata={"help": "AdaLoRA tfinal: share of the steps at the end with the ranks frozen."})
+
+
+def peft_config(args: PeftArguments, task_type: str, total_steps: int | None = None) -> PeftConfig | None:
+    """The peft config for `args.peft_type` (None for full fine-tuning)."""
+    if args.peft_type == "none":
+        return None
+    if args.peft_type not in PEFT_TYPES:
+        raise ConfigError(f"peft_type {args.peft_type!r}: choose one of {', '.join(PEFT_TYPES)}")
+    targets = args.lora_target_modules
+    if args.peft_type == "lora":
+        return LoraConfig(task_type=task_type, r=args.lora_r, lora_alpha=args.lora_alpha,
+                          lora_dropout=args.lora_dropout, target_modules=targets or "all-linear")
+    if args.peft_type == "ia3":
+        return IA3Config(task_type=task_type, target_modules=targets)
+    if not total_steps:
+        raise ConfigError("peft_type adalora needs the run's total steps: set max_steps or num_train_epochs")
+    tinit = int(total_steps * args.adalora_warmup_fraction)
+    tfinal = int(total_steps * args.adalora_final_fraction)
+    if tinit >= total_steps - tfinal:
+        raise ConfigError(f"adalora: warmup ({tinit} steps) and final ({tfinal}) phases leave no step of the "
+                          f"{total_steps} to re-allocate ranks in; lower the fractions or train longer")
+    return AdaLoraConfig(task_type=task_type, init_r=args.adalora_init_r, target_r=args.lora_r,
+                         lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                         target_modules=targets or "all-linear", total_step=total_steps, tinit=tinit, tfinal=tfinal,
+                         deltaT=max(1, (total_steps - tinit - tfinal) // 10))
+
+
+class AdaLoraCallback(TrainerCallback):
+    """AdaLoRA's rank budget update, after each optimizer step while the gradients are still there (peft does not
+    hook into the Trainer itself)."""
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        model = getattr(model, "module", model)  # DDP wrapper
+        model.base_model.update_and_allocate(state.global_step)
