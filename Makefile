@@ -31,7 +31,7 @@ TO ?= $(CKPT)-consolidated
 
 export DATA_DIR
 
-.PHONY: help install test test-fast demo clean model-info data tokenizer pack pretrain consolidate sft merge-lora eval \
+.PHONY: help install test test-fast demo clean model-info data tokenizer pack pretrain consolidate sft merge-lora classify eval \
 	export push vllm-venv
 
 help: ## list the targets
@@ -80,6 +80,10 @@ sft: install ## instruction-tune with TRL's SFTTrainer (CONFIG=configs/sft/tiny.
 merge-lora: install ## fold a LoRA adapter into a full checkpoint (ADAPTER=outputs/tiny/sft-lora -> $(ADAPTER)-merged)
 	$(PY) recipes/merge_lora.py --adapter_dir $(ADAPTER) --output_dir $(ADAPTER)-merged $(ARGS)
 
+classify: install ## fine-tune a sequence classifier with Trainer, EDA, early stopping, LoRA/AdaLoRA/IA3 (CONFIG=configs/classify/tiny.yaml|sst2_en|chnsenticorp_zh|bert_imdb)
+	$(VENV)/bin/accelerate launch --config_file $(ACCEL) --num_processes $(NPROC) \
+	  recipes/classify.py --config $(or $(CONFIG),configs/classify/tiny.yaml) $(ARGS)
+
 eval: install ## perplexity + bits/byte per language, sentiment 0/k-shot, chat generation, lm-eval (CONFIG=configs/eval/tiny.yaml)
 	$(PY) recipes/eval.py --config $(or $(CONFIG),configs/eval/tiny.yaml) $(ARGS)
 
@@ -110,6 +114,7 @@ demo: install ## run the whole pipeline on the tiny preset and the shipped data 
 	$(PY) recipes/eval.py --config configs/eval/tiny.yaml
 	$(PY) recipes/export.py --config configs/export/tiny.yaml
 	$(PY) recipes/push.py --folder outputs/tiny/export --dry_run
+	$(PY) recipes/classify.py --config configs/classify/tiny.yaml
 
 clean: ## remove outputs/ and caches (keeps .venv; `rm -rf .venv` for a full reset)
 	rm -rf outputs .pytest_cache

@@ -28,15 +28,17 @@ class PeftArguments:
         default=None,
         metadata={"help": "Modules to adapt; default: all linear layers (LoRA, AdaLoRA), peft's per-model default "
                           "(IA3: keys, values and the feed-forward output)."})
-    adalora_init_r: int = field(default=12, metadata={"help": "AdaLoRA: rank of every module before pruning."})
+    adalora_init_r: int | None = field(
+        default=None, metadata={"help": "AdaLoRA: rank of every module before pruning (> lora_r); default 1.5 lora_r."})
     adalora_warmup_fraction: float = field(
         default=0.1, metadata={"help": "AdaLoRA tinit: share of the steps trained before ranks are pruned."})
     adalora_final_fraction: float = field(
         default=0.2, metadata={"help": "AdaLoRA tfinal: share of the steps at the end with the ranks frozen."})
 
 
-def peft_config(args: PeftArguments, task_type: str, total_steps: int | None = None) -> PeftConfig | None:
-    """The peft config for `args.peft_type` (None for full fine-tuning)."""
+def peft_config(args: PeftArguments, task_type: str, total_steps: int | None = None,
+                modules_to_save: list[str] | None = None) -> PeftConfig | None:
+    """The peft config for `args.peft_type` (None for full fine-tuning); `modules_to_save` are trained in full."""
     if args.peft_type == "none":
         return None
     if args.peft_type not in PEFT_TYPES:
@@ -44,9 +46,10 @@ def peft_config(args: PeftArguments, task_type: str, total_steps: int | None = N
     targets = args.lora_target_modules
     if args.peft_type == "lora":
         return LoraConfig(task_type=task_type, r=args.lora_r, lora_alpha=args.lora_alpha,
-                          lora_dropout=args.lora_dropout, target_modules=targets or "all-linear")
+                          lora_dropout=args.lora_dropout, target_modules=targets or "all-linear",
+                          modules_to_save=modules_to_save)
     if args.peft_type == "ia3":
-        return IA3Config(task_type=task_type, target_modules=targets)
+        return IA3Config(task_type=task_type, target_modules=targets, modules_to_save=modules_to_save)
     if not total_steps:
         raise ConfigError("peft_type adalora needs the run's total steps: set max_steps or num_train_epochs")
     tinit = int(total_steps * args.adalora_warmup_fraction)
@@ -54,10 +57,22 @@ def peft_config(args: PeftArguments, task_type: str, total_steps: int | None = N
     if tinit >= total_steps - tfinal:
         raise ConfigError(f"adalora: warmup ({tinit} steps) and final ({tfinal}) phases leave no step of the "
                           f"{total_steps} to re-allocate ranks in; lower the fractions or train longer")
-    return AdaLoraConfig(task_type=task_type, init_r=args.adalora_init_r, target_r=args.lora_r,
+    init_r = args.adalora_init_r or max(args.lora_r + 1, round(1.5 * args.lora_r))
+    if init_r <= args.lora_r:
+        raise ConfigError(f"adalora_init_r {init_r} must exceed lora_r {args.lora_r}: AdaLoRA prunes down to lora_r")
+    return AdaLoraConfig(task_type=task_type, init_r=init_r, target_r=args.lora_r,
                          lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                          target_modules=targets or "all-linear", total_step=total_steps, tinit=tinit, tfinal=tfinal,
-                         deltaT=max(1, (total_steps - tinit - tfinal) // 10))
+                         deltaT=max(1, (total_steps - tinit - tfinal) // 10), modules_to_save=modules_to_save)
+
+
+def adalora_keeps_last_model(args, warn) -> None:
+    """peft 0.21 saves AdaLoRA adapters cut to their pruned ranks and cannot load them back into the model being
+    trained (shape mismatch), which load_best_model_at_end needs: turn it off, saying so."""
+    if args.load_best_model_at_end:
+        warn("adalora: load_best_model_at_end and early stopping are off (peft cannot reload a pruned AdaLoRA "
+             "checkpoint into the training model); the final model is the last step's")
+        args.load_best_model_at_end = False
 
 
 class AdaLoraCallback(TrainerCallback):

@@ -24,7 +24,7 @@ from peft import get_peft_model
 from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
                           EarlyStoppingCallback, Trainer, TrainingArguments, set_seed)
 
-from llm_recipes.adapters import AdaLoraCallback, PeftArguments, peft_config
+from llm_recipes.adapters import AdaLoraCallback, PeftArguments, adalora_keeps_last_model, peft_config
 from llm_recipes.atomic import atomic_write_text, stop_cleanly_when_disk_full
 from llm_recipes.classification import (ClassifyDataArguments, load_splits, report_markdown, tokenize_splits,
                                         write_confusion_pngs)
@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> Trainer:
     parser = make_parser()
     data_args, model_args, args = parser.parse(argv)
     try:
+        if model_args.peft_type == "adalora" and args.load_best_model_at_end:
+            adalora_keeps_last_model(args, logger.warning)
+            model_args.early_stopping_patience = None
         if not model_args.model_name_or_path:
             raise ConfigError("model_name_or_path is required (a checkpoint folder or a Hub id)")
         if model_args.early_stopping_patience is not None and not args.load_best_model_at_end:

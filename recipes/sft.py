@@ -32,6 +32,7 @@ from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
 from trl import ModelConfig, SFTTrainer, get_peft_config, get_quantization_config
 from trl.chat_template_utils import has_generation_markers
 
+from llm_recipes.adapters import AdaLoraCallback, PeftArguments, adalora_keeps_last_model, peft_config
 from llm_recipes.atomic import atomic_write_text, stop_cleanly_when_disk_full
 from llm_recipes.chat_data import ChatDataArguments, load_mixture, report_dict
 from llm_recipes.config import ConfigError, RecipeParser
@@ -67,6 +68,11 @@ class ScriptArguments(ChatDataArguments):
     log_data_order: bool = field(
         default=False, metadata={"help": "Write a hash of every micro-batch per rank to output_dir/data_order/."}
     )
+    peft_type: str = field(
+        default="lora",
+        metadata={"help": "With use_peft: lora (TRL's LoRA: DoRA, rsLoRA and QLoRA flags apply), adalora or ia3 "
+                          "(rank, alpha, dropout, targets and modules_to_save from the lora_* keys).",
+                  "choices": ["lora", "adalora", "ia3"]})
 
 
 @dataclass
@@ -190,7 +196,17 @@ def build_trainer(script_args: ScriptArguments, args: SFTConfig, model_args: Mod
     args.model_init_kwargs = {"revision": model_args.model_revision, "dtype": model_args.dtype,
                               "attn_implementation": model_args.attn_implementation, "use_cache": False,
                               **(args.model_init_kwargs or {})}
-    callbacks = []
+    callbacks, peft = [], get_peft_config(model_args)
+    if model_args.use_peft and script_args.peft_type != "lora":  # the same switch as recipes/classify.py
+        if script_args.peft_type == "adalora":
+            adalora_keeps_last_model(args, logger.warning)
+            script_args.early_stopping_patience = None
+            callbacks.append(AdaLoraCallback())
+        peft = peft_config(PeftArguments(peft_type=script_args.peft_type, lora_r=model_args.lora_r,
+                                         lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
+                                         lora_target_modules=model_args.lora_target_modules),
+                           "CAUSAL_LM", args.max_steps if args.max_steps > 0 else None,
+                           model_args.lora_modules_to_save)
     if script_args.early_stopping_patience is not None:
         callbacks.append(
             EarlyStoppingCallback(script_args.early_stopping_patience, script_args.early_stopping_threshold))
@@ -203,7 +219,7 @@ def build_trainer(script_args: ScriptArguments, args: SFTConfig, model_args: Mod
             processing_class=tokenizer,
             callbacks=callbacks,
             quantization_config=get_quantization_config(model_args),
-            peft_config=get_peft_config(model_args),
+            peft_config=peft,
         )
     except (ImportError, ValueError) as e:  # e.g. a tokenizer the model does not fit, a quantizer refusing the machine
         raise ConfigError(f"{type(e).__name__}: {str(e).splitlines()[0]}") from None

@@ -2,6 +2,7 @@
 code 2, no traceback, nothing written at the output path."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,10 @@ FILES = {
     "labels.tsv": "sentence\tlabel\nfine film\t1\n",
     "empty_prompts.jsonl": "\n",
     "not_a_model/readme.txt": "hello",
+    "no_label_column.csv": "review,stars\nfine hotel,5\nnoisy room,1\n",
+    "one_label.csv": "text,label\ngood,1\nfine,1\nnice,1\n",
+    "odd_label.csv": "text,label\ngood,positive\nbad,meh\n",
+    "empty_text.csv": "text,label\ngood,1\n   ,0\nbad,0\n",
 }
 
 
@@ -27,8 +32,13 @@ def pack(tok, *extra):
     return ["--tokenizer_name_or_path", str(tok), "--output_dir", "{out}", *extra]
 
 
+def cls(model, data, *extra):
+    return ["--model_name_or_path", model, "--train_file", data, "--output_dir", "{out}", "--report_to", "none", *extra]
+
+
 # (entry point, argv template, expected fragment). {tmp}: the test's folder; {tok}: a tokenizer; {model}: a chat
-# model; {packed}: packed data; {out}: the output path that must not appear.
+# model; {notok}: a model folder without a tokenizer; {packed}: packed data; {out}: the output path that must not
+# appear.
 CASES = [
     ("pack", ["--train_sources", "{tmp}/truncated.jsonl", *pack("{tok}")], "truncated.jsonl, line 2: invalid JSON"),
     ("pack", ["--train_sources", "{tmp}/latin1.txt", *pack("{tok}")], "latin1.txt, line 1: not UTF-8"),
@@ -60,6 +70,12 @@ CASES = [
     ("merge_lora", ["--adapter_dir", "{model}", "--output_dir", "{out}"], "no adapter_config.json"),
     ("consolidate", ["--checkpoint_dir", "{tmp}/not_a_model", "--output_dir", "{out}"], "neither a checkpoint nor a run folder"),
     ("data_prep", ["--config", "{tmp}/unknown_key.yaml"], "unknown key"),
+    ("classify", cls("{model}", "{tmp}/no_label_column.csv", "--text_column", "review"), "no column 'label'"),
+    ("classify", cls("{model}", "{tmp}/one_label.csv"), "only one label (1)"),
+    ("classify", cls("{model}", "{tmp}/odd_label.csv", "--class_names", "negative", "positive"),
+     "odd_label.csv, record 2: label 'meh' is not in class_names"),
+    ("classify", cls("{model}", "{tmp}/empty_text.csv"), "empty_text.csv, record 2: text column 'text' is empty"),
+    ("classify", cls("{notok}", "{tmp}/one_label.csv"), "no tokenizer to load"),
 ]
 
 
@@ -84,13 +100,22 @@ def other_tokenizer(tmp_path_factory, tiny_tokenizer_dir):
     return out
 
 
+@pytest.fixture(scope="module")
+def model_without_tokenizer(tmp_path_factory, tiny_chat_model_dir):
+    out = tmp_path_factory.mktemp("notok") / "model"
+    out.mkdir()
+    for name in ("config.json", "model.safetensors", "generation_config.json"):
+        shutil.copy(tiny_chat_model_dir / name, out / name)
+    return out
+
+
 @pytest.mark.parametrize("entry, argv, expected", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(entry, argv, expected, workspace, tiny_tokenizer_dir,
                                                          other_tokenizer, tiny_packed_dir, tiny_chat_model_dir,
-                                                         capsys):
+                                                         model_without_tokenizer, capsys):
     out = workspace / "out"
     values = {"tmp": workspace, "tok": tiny_tokenizer_dir, "tok2": other_tokenizer, "model": tiny_chat_model_dir,
-              "packed": tiny_packed_dir, "out": out}
+              "packed": tiny_packed_dir, "out": out, "notok": model_without_tokenizer}
     argv = [a.format(**values) for a in argv]
     if entry == "data_prep":
         from data_prep.cli import main
@@ -109,4 +134,4 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(entry, argv, expected, 
 def test_every_entry_point_is_in_the_table():
     recipes = {p.stem for p in (REPO_ROOT / "recipes").glob("*.py") if not p.name.startswith("_")}
     assert recipes | {"data_prep"} == {entry for entry, _, _ in CASES}
-    assert len(CASES) >= 20
+    assert len(CASES) >= 26

@@ -464,3 +464,20 @@ def test_kill_and_resume_continues_at_the_checkpoint(preset, processes, base_dir
     final, reference = load_file(killed / weights), load_file(baseline / weights)
     assert final.keys() == reference.keys()
     assert all(torch.allclose(final[k], reference[k], atol=1e-5) for k in final)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("peft_type", ["adalora", "ia3"])
+def test_peft_type_switch_trains_adalora_and_ia3(peft_type, base_dir, data_dir, tmp_path):
+    """The `peft_type` switch of recipes/classify.py reaches SFT: the adapter is of that type and trains."""
+    from peft import AdaLoraConfig, IA3Config
+
+    config = recipe_config(tmp_path, data_dir, preset="tiny_lora", sources=((EN, 40),), max_steps=6, eval_steps=6,
+                           save_steps=6, eval_on_start=False, early_stopping_patience=None, max_length=128)
+    trainer = build(config, base_dir, tmp_path / peft_type, "--peft_type", peft_type)
+    expected = {"adalora": AdaLoraConfig, "ia3": IA3Config}[peft_type]
+    assert isinstance(trainer.model.peft_config["default"], expected)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    assert any(not torch.equal(before[n], after[n]) for n in before if "lm_head" not in n and "embed" not in n)
