@@ -51,8 +51,8 @@ def prepare_training_args(args) -> None:
     """The fix-ups every recipe's TrainingArguments get, in their `__post_init__` before the Trainer's own.
 
     gloo on GPU-less multi-process launches (see distributed.py); the Hub token moved out of the arguments, so it is
-    never pickled into training_args.bin; bf16 dropped without a GPU (TRL defaults it to on); eval_on_start dropped
-    when there is no evaluation (else the Trainer stops: "evaluation requires an eval_dataset").
+    never pickled into training_args.bin; bf16 / fp16 dropped without a GPU (TRL defaults bf16 to on); eval_on_start
+    dropped when there is no evaluation (else the Trainer stops: "evaluation requires an eval_dataset").
     """
     use_gloo_without_gpu(args)
     move_hub_token_to_env(args)
@@ -60,6 +60,9 @@ def prepare_training_args(args) -> None:
         if args.bf16:
             logger.warning("bf16 requested but no GPU: training in fp32")
         args.bf16 = False
+    if args.fp16 and not torch.cuda.is_available():
+        logger.warning("fp16 requested but no GPU: training in fp32")
+        args.fp16 = False
     if args.eval_on_start and args.eval_strategy in ("no", IntervalStrategy.NO):
         logger.warning("eval_on_start ignored: eval_strategy is 'no'")
         args.eval_on_start = False

@@ -58,7 +58,9 @@ def test_logs_real_tokens_share_mfu_and_perplexity(tmp_path):
 def test_argument_fix_ups_without_a_gpu(monkeypatch, caplog):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     args = TrainingArguments(output_dir="unused", report_to="none")
-    args.bf16, args.eval_on_start, args.eval_strategy, args.hub_token = True, True, "no", "hf_" + "x" * 34
+    args.bf16, args.fp16, args.eval_on_start, args.eval_strategy = True, True, True, "no"
+    args.hub_token = "hf_" + "x" * 34
     prepare_training_args(args)
-    assert args.bf16 is False and args.eval_on_start is False and args.hub_token is None
-    assert "bf16 requested but no GPU" in caplog.text and "eval_on_start ignored" in caplog.text
+    assert args.bf16 is False and args.fp16 is False and args.eval_on_start is False and args.hub_token is None
+    assert "bf16 requested but no GPU" in caplog.text and "fp16 requested but no GPU" in caplog.text
+    assert "eval_on_start ignored" in caplog.text
