@@ -135,3 +135,43 @@ def test_every_classify_recipe_parses(config):
                                                                         str(REPO_ROOT / "configs/classify" / config)])
     assert model_args.model_name_or_path and data_args.train_file and args.output_dir
     assert data_args.class_names and len(data_args.class_names) == 2
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_dir(tmp_path_factory, data_dir):
+    """A random-init tiny BERT with a WordPiece tokenizer trained on the shipped SST-2 text: the stand-in for an
+    encoder from the Hub (bert-base-uncased in configs/classify/bert_imdb.yaml)."""
+    import pandas as pd
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    out = tmp_path_factory.mktemp("bert") / "bert"
+    texts = pd.read_csv(data_dir / "sst2/sst2_glue_dev.tsv", sep="\t", quoting=3)["sentence"].tolist()
+    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wordpiece.train_from_iterator(texts, trainers.WordPieceTrainer(
+        vocab_size=1000, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+    cls, sep = wordpiece.token_to_id("[CLS]"), wordpiece.token_to_id("[SEP]")
+    wordpiece.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=wordpiece, unk_token="[UNK]", pad_token="[PAD]",
+                                        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=wordpiece.get_vocab_size(), hidden_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, intermediate_size=128, max_position_embeddings=128)).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.mark.slow
+def test_an_encoder_trains_with_lora_and_its_classifier_head(tiny_bert_dir, data_dir, tmp_path):
+    out = tmp_path / "bert"
+    recipes.classify.main(["--config", str(REPO_ROOT / "configs/classify/sst2_en.yaml"), "--model_name_or_path",
+                           str(tiny_bert_dir), "--output_dir", str(out), "--report_to", "none", "--peft_type", "lora",
+                           "--num_train_epochs", "1", "--augment_copies", "0", "--learning_rate", "3e-3"])
+    saved = load_file(out / "adapter_model.safetensors")
+    assert any("classifier" in k for k in saved) and _adapter_trained(out, "lora")
+    config = json.loads((out / "merged" / "config.json").read_text())
+    assert config["architectures"] == ["BertForSequenceClassification"]
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
