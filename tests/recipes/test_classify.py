@@ -175,3 +175,22 @@ def test_an_encoder_trains_with_lora_and_its_classifier_head(tiny_bert_dir, data
     config = json.loads((out / "merged" / "config.json").read_text())
     assert config["architectures"] == ["BertForSequenceClassification"]
     assert config["id2label"] == {"0": "negative", "1": "positive"}
+
+
+@pytest.mark.slow
+def test_zero3_two_processes_train_and_score_every_held_out_row_once(tiny_chat_model_dir, tmp_path):
+    out = tmp_path / "z3"
+    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                           str(REPO_ROOT / "launch/accelerate/zero3.yaml"), "--num_processes", "2",
+                           "--main_process_port", "29671", str(REPO_ROOT / "recipes/classify.py"),
+                           *classify_args(tiny_chat_model_dir, out, "--max_steps", "10", "--eval_steps", "10",
+                                          "--save_steps", "10", "--train_fraction", "0.2")],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for rank in (0, 1):
+        assert f"[rank {rank}] ZeRO-3 partition: holds" in done.stdout + done.stderr
+    results = json.loads((out / "eval_results.json").read_text())
+    for split in ("validation", "test"):  # gathered from both ranks, without the sampler's padding
+        scored = sum(map(sum, results[split]["confusion_matrix"]))
+        assert results[split]["rows"] == results["data"]["rows"][split] == scored
+    assert AutoModelForSequenceClassification.from_pretrained(out).config.id2label[1] == "positive"
