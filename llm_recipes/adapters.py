@@ -7,6 +7,7 @@ the total step count (the recipe supplies it) and a call after every optimizer s
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from peft import AdaLoraConfig, IA3Config, LoraConfig, PeftConfig
@@ -14,6 +15,7 @@ from transformers import TrainerCallback
 
 from llm_recipes.config import ConfigError
 
+logger = logging.getLogger(__name__)
 PEFT_TYPES = ("none", "lora", "adalora", "ia3")
 
 
@@ -66,11 +68,11 @@ def peft_config(args: PeftArguments, task_type: str, total_steps: int | None = N
                          deltaT=max(1, (total_steps - tinit - tfinal) // 10), modules_to_save=modules_to_save)
 
 
-def adalora_keeps_last_model(args, warn) -> None:
+def adalora_keeps_last_model(args) -> None:
     """peft 0.21 saves AdaLoRA adapters cut to their pruned ranks and cannot load them back into the model being
     trained (shape mismatch), which load_best_model_at_end needs: turn it off, saying so."""
     if args.load_best_model_at_end:
-        warn("adalora: load_best_model_at_end and early stopping are off (peft cannot reload a pruned AdaLoRA "
+        logger.warning("adalora: load_best_model_at_end and early stopping are off (peft cannot reload a pruned AdaLoRA "
              "checkpoint into the training model); the final model is the last step's")
         args.load_best_model_at_end = False
 

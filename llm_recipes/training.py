@@ -16,6 +16,7 @@ import re
 import shutil
 import time
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -47,8 +48,21 @@ def detect_peak_tflops() -> float | None:
     return None
 
 
+@dataclass
+class RecipeTrainingArguments:
+    """Put before a TrainingArguments class (transformers' or TRL's) in a recipe's config bases: the fields every
+    trainer recipe has, and `prepare_training_args` before the library's own `__post_init__`."""
+
+    log_data_order: bool = field(
+        default=False, metadata={"help": "Write a hash of every micro-batch per rank to output_dir/data_order/."})
+
+    def __post_init__(self):
+        prepare_training_args(self)
+        super().__post_init__()
+
+
 def prepare_training_args(args) -> None:
-    """The fix-ups every recipe's TrainingArguments get, in their `__post_init__` before the Trainer's own.
+    """The fix-ups every recipe's TrainingArguments get (RecipeTrainingArguments), before the library's own checks.
 
     gloo on GPU-less multi-process launches (see distributed.py); the Hub token moved out of the arguments, so it is
     never pickled into training_args.bin; bf16 / fp16 dropped without a GPU (TRL defaults bf16 to on); eval_on_start
@@ -197,15 +211,14 @@ class ConsoleProgressCallback(ProgressCallback):
         self.training_bar.write(" | ".join(parts))
 
 
-def setup_trainer(trainer: Trainer, *, seq_len: int | None, log_data_order: bool = False,
-                  peak_tflops: float | None = None) -> Trainer:
+def setup_trainer(trainer: Trainer, *, seq_len: int | None, peak_tflops: float | None = None) -> Trainer:
     """Our callbacks and logging on a built trainer: completion markers, the console line instead of the dict, MFU
-    (FLOPs per token at `seq_len`, default the model's longest, against the device's peak), and the ZeRO-3 partition
-    of this rank."""
+    (FLOPs per token at `seq_len`, default the model's longest, against the device's peak), the data order when the
+    arguments ask for it, and the ZeRO-3 partition of this rank."""
     trainer.add_callback(CheckpointCompleteCallback())
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(ConsoleProgressCallback)
-    trainer.log_data_order = log_data_order
+    trainer.log_data_order = getattr(trainer.args, "log_data_order", False)
     trainer.peak_tflops = peak_tflops or detect_peak_tflops()
     total, trainable = parameter_counts(trainer.model)
     config = trainer.model.config
@@ -231,12 +244,13 @@ def parameter_counts(model) -> tuple[int, int]:
     return sum(n for n, _ in sizes), sum(n for n, trainable in sizes if trainable)
 
 
-def train_and_save(trainer: Trainer, resume: str | None) -> None:
-    """Train (resuming from `resume`), evaluate the final (or best) model unless the last log already did, save."""
+def train_and_save(trainer: Trainer, resume: str | None, final_eval: bool = True) -> None:
+    """Train (resuming from `resume`), evaluate the final (or best) model unless the last log already did (or the
+    recipe scores it itself: `final_eval=False`), save."""
     trainer.train(resume_from_checkpoint=resume)
     evaluated = [e["step"] for e in trainer.state.log_history if "eval_loss" in e]
     fresh = evaluated and evaluated[-1] == trainer.state.global_step and not trainer.args.load_best_model_at_end
-    if trainer.eval_dataset is not None and not fresh:
+    if final_eval and trainer.eval_dataset is not None and not fresh:
         trainer.save_metrics("eval", trainer.evaluate())  # eval_results.json
     if trainer.state.best_model_checkpoint and trainer.is_world_process_zero():
         logger.info("best checkpoint: %s (%s %.4f)", trainer.state.best_model_checkpoint,

@@ -32,7 +32,7 @@ from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.distributed import exit_skipping_teardown_on_cpu_ranks
 from llm_recipes.evaluation.scoring import classification_scores, majority_baseline
 from llm_recipes.run_info import write_run_info
-from llm_recipes.training import (RecipeTrainerMixin, TokenCountCollator, prepare_training_args, resolve_resume,
+from llm_recipes.training import (RecipeTrainerMixin, RecipeTrainingArguments, TokenCountCollator, resolve_resume,
                                   setup_trainer, train_and_save)
 
 logger = logging.getLogger("classify")
@@ -53,13 +53,8 @@ class ModelArguments(PeftArguments):
 
 
 @dataclass
-class ClassifyConfig(TrainingArguments):
-    log_data_order: bool = field(
-        default=False, metadata={"help": "Write a hash of every micro-batch per rank to output_dir/data_order/."})
-
-    def __post_init__(self):
-        prepare_training_args(self)
-        super().__post_init__()
+class ClassifyConfig(RecipeTrainingArguments, TrainingArguments):
+    """transformers' TrainingArguments with the fields and fix-ups of every trainer recipe (llm_recipes/training.py)."""
 
 
 class ClassifyTrainer(RecipeTrainerMixin, Trainer):
@@ -117,7 +112,7 @@ def main(argv: list[str] | None = None) -> Trainer:
     data_args, model_args, args = parser.parse(argv)
     try:
         if model_args.peft_type == "adalora" and args.load_best_model_at_end:
-            adalora_keeps_last_model(args, logger.warning)
+            adalora_keeps_last_model(args)
             model_args.early_stopping_patience = None
         if not model_args.model_name_or_path:
             raise ConfigError("model_name_or_path is required (a checkpoint folder or a Hub id)")
@@ -140,18 +135,17 @@ def main(argv: list[str] | None = None) -> Trainer:
         model=model, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
         data_collator=TokenCountCollator(DataCollatorWithPadding(tokenizer)), processing_class=tokenizer,
         compute_metrics=compute_metrics(list(range(len(names)))), callbacks=callbacks)
-    setup_trainer(trainer, seq_len=data_args.max_length, log_data_order=args.log_data_order)
+    setup_trainer(trainer, seq_len=data_args.max_length)
     if trainer.is_world_process_zero():
         write_run_info(args.output_dir, data_args, model_args, args, recipe="classify")
         logger.info("labels %s; %s", names, json.dumps(report["rows"]))
-    train_and_save(trainer, resume)
+    train_and_save(trainer, resume, final_eval=False)  # validation and test are scored below, once each
 
-    results = {"labels": names, "data": report}
+    results, labels = {"labels": names, "data": report}, list(range(len(names)))
     for split in ("validation", "test"):
         if len(tokenized[split]):
             out = trainer.predict(tokenized[split], metric_key_prefix=split)
             predictions, references = np.argmax(out.predictions, -1).tolist(), out.label_ids.tolist()
-            labels = list(range(len(names)))
             results[split] = {**classification_scores(predictions, references, labels),
                               "majority_baseline": majority_baseline(references, labels), "rows": len(references)}
     if trainer.is_world_process_zero():

@@ -23,7 +23,8 @@ from pathlib import Path
 import datasets
 import pyarrow.compute as pc
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer, TrainingArguments, set_seed
+from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer,
+                          TrainingArguments, set_seed)
 
 from llm_recipes.atomic import stop_cleanly_when_disk_full
 from llm_recipes.config import ConfigError, RecipeParser
@@ -32,7 +33,8 @@ from llm_recipes.model import ModelArguments, build_llama_config
 from llm_recipes.model_info import format_plan, plan
 from llm_recipes.packing import tokenizer_fingerprint
 from llm_recipes.run_info import write_run_info
-from llm_recipes.training import RecipeTrainerMixin, prepare_training_args, resolve_resume, setup_trainer, train_and_save
+from llm_recipes.training import (RecipeTrainerMixin, RecipeTrainingArguments, resolve_resume, setup_trainer,
+                                  train_and_save)
 
 logger = logging.getLogger("pretrain")
 # DeepSpeed calls torch.distributed's old collective names once per step; the deprecation notice drowns the log.
@@ -51,7 +53,7 @@ class DataArguments:
 
 
 @dataclass
-class PretrainConfig(TrainingArguments):
+class PretrainConfig(RecipeTrainingArguments, TrainingArguments):
     max_tokens: int | None = field(
         default=None, metadata={"help": "Token budget; sets max_steps = ceil(max_tokens / tokens per step)."}
     )
@@ -66,13 +68,6 @@ class PretrainConfig(TrainingArguments):
     dry_run_world_size: int | None = field(
         default=None, metadata={"help": "Processes (GPUs) to plan for in --dry_run; default: the launched world size."}
     )
-    log_data_order: bool = field(
-        default=False, metadata={"help": "Write a hash of every micro-batch per rank to output_dir/data_order/."}
-    )
-
-    def __post_init__(self):
-        prepare_training_args(self)
-        super().__post_init__()
 
 
 class PretrainTrainer(RecipeTrainerMixin, Trainer):
@@ -150,8 +145,7 @@ def build_trainer(model, args: PretrainConfig, tokenizer, packed, block_size: in
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),  # labels = input_ids (shifted in the loss)
         processing_class=tokenizer,
     )
-    return setup_trainer(trainer, seq_len=block_size, log_data_order=args.log_data_order,
-                         peak_tflops=args.peak_tflops_per_device)
+    return setup_trainer(trainer, seq_len=block_size, peak_tflops=args.peak_tflops_per_device)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -39,7 +39,7 @@ from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.distributed import exit_skipping_teardown_on_cpu_ranks
 from llm_recipes.run_info import write_run_info
 from llm_recipes.tokenizer import set_stop_tokens
-from llm_recipes.training import (RecipeTrainerMixin, TokenCountCollator, prepare_training_args, resolve_resume,
+from llm_recipes.training import (RecipeTrainerMixin, RecipeTrainingArguments, TokenCountCollator, resolve_resume,
                                   setup_trainer, train_and_save)
 
 logger = logging.getLogger("sft")
@@ -65,9 +65,6 @@ class ScriptArguments(ChatDataArguments):
                           "sample_generation.json; single-process runs only."},
     )
     sample_max_new_tokens: int = field(default=64, metadata={"help": "Token budget of the sample generation."})
-    log_data_order: bool = field(
-        default=False, metadata={"help": "Write a hash of every micro-batch per rank to output_dir/data_order/."}
-    )
     peft_type: str = field(
         default="lora",
         metadata={"help": "With use_peft: lora (TRL's LoRA: DoRA, rsLoRA and QLoRA flags apply), adalora or ia3 "
@@ -76,10 +73,8 @@ class ScriptArguments(ChatDataArguments):
 
 
 @dataclass
-class SFTConfig(trl.SFTConfig):
-    def __post_init__(self):
-        prepare_training_args(self)
-        super().__post_init__()
+class SFTConfig(RecipeTrainingArguments, trl.SFTConfig):
+    """TRL's SFTConfig with the fields and fix-ups of every trainer recipe (llm_recipes/training.py)."""
 
 
 def make_parser() -> RecipeParser:
@@ -199,7 +194,7 @@ def build_trainer(script_args: ScriptArguments, args: SFTConfig, model_args: Mod
     callbacks, peft = [], get_peft_config(model_args)
     if model_args.use_peft and script_args.peft_type != "lora":  # the same switch as recipes/classify.py
         if script_args.peft_type == "adalora":
-            adalora_keeps_last_model(args, logger.warning)
+            adalora_keeps_last_model(args)
             script_args.early_stopping_patience = None
             callbacks.append(AdaLoraCallback())
         peft = peft_config(PeftArguments(peft_type=script_args.peft_type, lora_r=model_args.lora_r,
@@ -223,7 +218,7 @@ def build_trainer(script_args: ScriptArguments, args: SFTConfig, model_args: Mod
         )
     except (ImportError, ValueError) as e:  # e.g. a tokenizer the model does not fit, a quantizer refusing the machine
         raise ConfigError(f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
-    setup_trainer(trainer, seq_len=args.max_length, log_data_order=script_args.log_data_order)
+    setup_trainer(trainer, seq_len=args.max_length)
     base = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
     set_stop_tokens(base.generation_config, tokenizer)
     return trainer, report
