@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import torch
 from peft import AdaLoraConfig, IA3Config, LoraConfig, PeftConfig
 from transformers import TrainerCallback
 
@@ -84,3 +85,36 @@ class AdaLoraCallback(TrainerCallback):
     def on_optimizer_step(self, args, state, control, model=None, **kwargs):
         model = getattr(model, "module", model)  # DDP wrapper
         model.base_model.update_and_allocate(state.global_step)
+
+
+def check_quantized_training(model_args, args) -> None:
+    """QLoRA (TRL ModelConfig load_in_4bit / 8bit): adapters only, no ZeRO-3, and a bitsandbytes that can run k-bit
+    kernels on this machine; one clear line if not."""
+    if not (model_args.load_in_4bit or model_args.load_in_8bit):
+        return
+    if not model_args.use_peft:
+        raise ConfigError("load_in_4bit / load_in_8bit train adapters only: set use_peft: true (QLoRA)")
+    if args.deepspeed_plugin is not None and args.deepspeed_plugin.zero_stage == 3:
+        raise ConfigError("QLoRA (load_in_4bit/8bit) does not combine with DeepSpeed ZeRO-3 here: launch with "
+                          "launch/accelerate/single.yaml or ddp.yaml")
+    bits = "4-bit" if model_args.load_in_4bit else "8-bit"
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        raise ConfigError(f"load_in_{bits[0]}bit (QLoRA) needs bitsandbytes, which is not installed "
+                          f"(pip install bitsandbytes); or train LoRA without quantization: "
+                          f"--load_in_{bits[0]}bit false") from None
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:  # a real k-bit round trip on the device the model will use
+        x = torch.randn(64, 64, generator=torch.Generator().manual_seed(0)).to(device)
+        if model_args.load_in_4bit:  # NF4/FP4 of N(0, 1): mean abs error ~0.07
+            q, state = bnb.functional.quantize_4bit(x, quant_type=model_args.bnb_4bit_quant_type)
+            ok = (bnb.functional.dequantize_4bit(q, state).float() - x).abs().mean().item() < 0.2
+        else:
+            ok = bnb.functional.int8_vectorwise_quant(x.half())[0].dtype == torch.int8
+    except Exception as e:  # noqa: BLE001 - any failure of the kernel means: cannot run here
+        raise ConfigError(f"bitsandbytes {bnb.__version__} cannot run {bits} on {device} here "
+                          f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); use a GPU, or set "
+                          f"load_in_{bits[0]}bit: false for plain LoRA") from None
+    if not ok:
+        raise ConfigError(f"bitsandbytes {bnb.__version__} {bits} round trip on {device} gives wrong values")

@@ -1,6 +1,7 @@
-"""Instruction data for SFT: a mixture of sources in any common format -> one conversational `messages` column.
+"""Chat data for SFT and preference tuning: a mixture of sources in any common format, converted once.
 
-Formats (converted with `datasets.map`, one record at a time, keeping the record's index in its source):
+SFT (`task="sft"`) gives one conversational `messages` column. Formats (converted with `datasets.map`, one record at
+a time, keeping the record's index in its source):
 
 - `alpaca`: {instruction, input, output} (+ optional `system`); instruction and input become the user turn.
 - `sharegpt`: {conversations: [{from, value}]} with roles human / gpt / system (+ optional `system` column).
@@ -9,6 +10,17 @@ Formats (converted with `datasets.map`, one record at a time, keeping the record
 - `self_instruct`: {instruction, instances: [{input, output}]} (Stanford Alpaca / BELLE seed tasks): one conversation
   per instance.
 - `auto`: picked from the columns.
+
+Preference pairs (`task="preference"`, for DPO) give TRL's conversational `prompt` / `chosen` / `rejected` columns
+(message lists; the prompt may hold many turns and ends with a user turn, chosen and rejected hold the answers):
+
+- `preference`: TRL's {prompt, chosen, rejected}, as strings or message lists; without `prompt`, chosen and rejected
+  are whole conversations and their shared first turns become the prompt.
+- `sharegpt`: {conversations: [{from, value}], chosen: {from, value}, rejected: {from, value}} (LLaMA-Factory's
+  dpo_*_demo; chosen / rejected may also be strings or lists of turns).
+- `alpaca`: {instruction, input, chosen, rejected} (+ optional `system`).
+
+A pair whose chosen or rejected answer is empty, or whose answers are the same text, is invalid.
 
 A record with an unknown role, an empty assistant turn or a missing field is invalid. Invalid records are dropped and
 counted per source (the recipe writes the counts to its run log and `data_report.json`), with the first few named by
@@ -24,6 +36,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import datasets
@@ -33,7 +46,9 @@ from llm_recipes.corpus import BUILDERS, TextSource, check_local_file, resolve_f
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("auto", "alpaca", "sharegpt", "messages", "prompt_completion", "self_instruct")
+SFT_FORMATS = ("auto", "alpaca", "sharegpt", "messages", "prompt_completion", "self_instruct")
+PREFERENCE_FORMATS = ("auto", "preference", "sharegpt", "alpaca")
+FORMATS = tuple(dict.fromkeys(SFT_FORMATS + PREFERENCE_FORMATS))
 # ShareGPT speaker names -> chat roles. Anything else (e.g. "bot", "observation", "function") is an unknown role.
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 CHAT_ROLES = ("system", "user", "assistant")
@@ -66,9 +81,10 @@ class ChatSource:
 class ChatDataArguments:
     datasets: list[ChatSource] = field(
         default_factory=list,
-        metadata={"help": "The instruction mixture: a list of {path, format, name, data_dir, data_files, split, "
-                          "fraction, max_samples} mappings (format: auto, alpaca, sharegpt, messages, "
-                          "prompt_completion, self_instruct; fraction: share of the mixture, set for all or none)."},
+        metadata={"help": "The data mixture: a list of {path, format, name, data_dir, data_files, split, fraction, "
+                          "max_samples} mappings (format for SFT: auto, alpaca, sharegpt, messages, prompt_completion, "
+                          "self_instruct; for DPO: auto, preference, sharegpt, alpaca; fraction: share of the "
+                          "mixture, set for all or none)."},
     )
     test_split_size: float = field(
         default=0.05,
@@ -206,16 +222,109 @@ def self_instruct_to_messages(record: dict) -> list[list[dict]]:
     return out
 
 
-CONVERTERS = {
-    "alpaca": alpaca_to_messages,
-    "sharegpt": sharegpt_to_messages,
-    "messages": openai_to_messages,
-    "prompt_completion": prompt_completion_to_messages,
-}
+# --- one record -> a preference pair ---------------------------------------------------------------------------------
 
 
-def detect_format(columns: list[str], where: str) -> str:
-    cols = set(columns)
+def _turn(turn: Any, where: str) -> dict:
+    """One turn as {role, content}, from OpenAI ({role, content}) or ShareGPT ({from, value}) keys."""
+    if not isinstance(turn, dict):
+        raise InvalidRecord(f"{where} is {type(turn).__name__}, expected a turn mapping")
+    # datasets fills keys a row lacks with None, so a column may carry both spellings
+    role = turn.get("role") if turn.get("role") is not None else turn.get("from")
+    content = turn.get("content") if turn.get("content") is not None else turn.get("value")
+    if role is None or content is None:
+        raise InvalidRecord(f"{where}: missing 'role'/'content' (or 'from'/'value')")
+    if role not in SHAREGPT_ROLES:
+        raise InvalidRecord(f"{where}: unknown role {role!r}")
+    if not isinstance(content, str):
+        raise InvalidRecord(f"{where}: content is {type(content).__name__}, expected text")
+    return {"role": SHAREGPT_ROLES[role], "content": content}
+
+
+def _turn_list(value: Any, key: str, default_role: str) -> list[dict]:
+    """A string (one turn of `default_role`), one turn mapping, or a list of turns."""
+    if value is None:
+        raise InvalidRecord(f"missing field '{key}'")
+    if isinstance(value, str):
+        return [{"role": default_role, "content": value}]
+    if isinstance(value, dict):
+        return [_turn(value, key)]
+    if isinstance(value, list):
+        return [_turn(t, f"{key}[{i}]") for i, t in enumerate(value)]
+    raise InvalidRecord(f"field '{key}' is {type(value).__name__}, expected text or turns")
+
+
+def _answer(turns: list[dict], key: str) -> list[dict]:
+    if not turns or any(t["role"] != "assistant" for t in turns):
+        raise InvalidRecord(f"'{key}' must hold assistant turns only")
+    if not "".join(t["content"] for t in turns).strip():
+        raise InvalidRecord(f"empty '{key}' answer")
+    return turns
+
+
+def _pair(record: dict, prompt: list[dict], chosen: list[dict], rejected: list[dict]) -> list[dict]:
+    prompt = _with_system(record, prompt)
+    if not prompt or prompt[-1]["role"] != "user":
+        raise InvalidRecord("the prompt must end with a user turn")
+    for i, m in enumerate(prompt):
+        if m["role"] != "system" and not m["content"].strip():
+            raise InvalidRecord(f"prompt turn {i}: empty {m['role']} turn")
+    chosen, rejected = _answer(chosen, "chosen"), _answer(rejected, "rejected")
+    if [t["content"].strip() for t in chosen] == [t["content"].strip() for t in rejected]:
+        raise InvalidRecord("chosen and rejected are the same answer")
+    return [{"prompt": prompt, "chosen": chosen, "rejected": rejected}]
+
+
+def preference_to_pair(record: dict) -> list[dict]:
+    """TRL's shape: explicit prompt, or (no `prompt`) two whole conversations whose shared first turns are the prompt."""
+    chosen = _turn_list(record.get("chosen"), "chosen", "assistant")
+    rejected = _turn_list(record.get("rejected"), "rejected", "assistant")
+    if record.get("prompt") is not None:
+        return _pair(record, _turn_list(record["prompt"], "prompt", "user"), chosen, rejected)
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+        shared += 1
+    while shared and chosen[shared - 1]["role"] == "assistant":  # the answers start after the last shared user turn
+        shared -= 1
+    return _pair(record, chosen[:shared], chosen[shared:], rejected[shared:])
+
+
+def sharegpt_to_pair(record: dict) -> list[dict]:
+    return _pair(record, _turn_list(record.get("conversations"), "conversations", "user"),
+                 _turn_list(record.get("chosen"), "chosen", "assistant"),
+                 _turn_list(record.get("rejected"), "rejected", "assistant"))
+
+
+def alpaca_to_pair(record: dict) -> list[dict]:
+    instruction = _text(record, "instruction")
+    if not instruction.strip():
+        raise InvalidRecord("empty field 'instruction'")
+    user = _user_prompt(instruction, _text(record, "input", required=False))
+    return _pair(record, [{"role": "user", "content": user}],
+                 _turn_list(_text(record, "chosen"), "chosen", "assistant"),
+                 _turn_list(_text(record, "rejected"), "rejected", "assistant"))
+
+
+# --- formats per task, and the conversion of a whole source -----------------------------------------------------------
+
+MESSAGES = [{"role": datasets.Value("string"), "content": datasets.Value("string")}]
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a recipe trains on: the columns a record becomes and, per format, the converter (record -> rows)."""
+
+    name: str
+    columns: tuple[str, ...]
+    converters: dict[str, Callable[[dict], list[dict]]]
+    detect: Callable[[set[str]], str | None]
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return ("auto", *self.converters)
+
+
+def _detect_sft(cols: set[str]) -> str | None:
     if "conversations" in cols:
         return "sharegpt"
     if "messages" in cols:
@@ -226,45 +335,74 @@ def detect_format(columns: list[str], where: str) -> str:
         return "alpaca"
     if "prompt" in cols and "completion" in cols:
         return "prompt_completion"
-    raise ConfigError(f"{where}: cannot tell the format from columns {sorted(cols)}; set `format:` "
-                      f"({', '.join(FORMATS[1:])})")
+    return None
 
 
-def _convert_batch(batch: dict[str, list], indices: list[int], fmt: str) -> dict[str, list]:
-    """Batched map: one output row per conversation, with the source record index and the error (None if valid)."""
+def _detect_preference(cols: set[str]) -> str | None:
+    if not {"chosen", "rejected"} <= cols:
+        return None
+    return "sharegpt" if "conversations" in cols else "alpaca" if "instruction" in cols else "preference"
+
+
+SFT = Task("sft", ("messages",), {
+    "alpaca": lambda r: [{"messages": alpaca_to_messages(r)}],
+    "sharegpt": lambda r: [{"messages": sharegpt_to_messages(r)}],
+    "messages": lambda r: [{"messages": openai_to_messages(r)}],
+    "prompt_completion": lambda r: [{"messages": prompt_completion_to_messages(r)}],
+    "self_instruct": lambda r: [{"messages": m} for m in self_instruct_to_messages(r)],
+}, _detect_sft)
+PREFERENCE = Task("preference", ("prompt", "chosen", "rejected"), {
+    "preference": preference_to_pair, "sharegpt": sharegpt_to_pair, "alpaca": alpaca_to_pair,
+}, _detect_preference)
+TASKS = {t.name: t for t in (SFT, PREFERENCE)}
+assert set(SFT.formats) == set(SFT_FORMATS) and set(PREFERENCE.formats) == set(PREFERENCE_FORMATS)
+
+
+def detect_format(columns: list[str], where: str, task: Task = SFT) -> str:
+    fmt = task.detect(set(columns))
+    if fmt is None:
+        raise ConfigError(f"{where}: cannot tell the {task.name} format from columns {sorted(columns)}; set "
+                          f"`format:` ({', '.join(task.formats[1:])})")
+    return fmt
+
+
+def _convert_batch(batch: dict[str, list], indices: list[int], fmt: str, task: str) -> dict[str, list]:
+    """Batched map: one output row per converted row, with the source record index and the error (None if valid)."""
+    task_ = TASKS[task]
     keys = list(batch)
-    out: dict[str, list] = {"messages": [], "record_index": [], "error": []}
+    out: dict[str, list] = {c: [] for c in (*task_.columns, "record_index", "error")}
     for row, index in enumerate(indices):
         record = {k: batch[k][row] for k in keys}
         try:
-            if fmt == "self_instruct":
-                conversations = self_instruct_to_messages(record)
-            else:
-                conversations = [CONVERTERS[fmt](record)]
+            rows, error = task_.converters[fmt](record), None
         except InvalidRecord as e:
-            conversations, error = [[]], str(e)
-        else:
-            error = None
-        for messages in conversations:
-            out["messages"].append(messages)
+            rows, error = [dict.fromkeys(task_.columns, [])], str(e)
+        for converted in rows:
+            for column in task_.columns:
+                out[column].append(converted[column])
             out["record_index"].append(index)
             out["error"].append(error)
     return out
 
 
-def to_messages(ds: datasets.Dataset, fmt: str = "auto", where: str = "dataset") -> datasets.Dataset:
-    """Convert a raw dataset to columns `messages`, `record_index`, `error` (invalid records kept, marked)."""
+def convert(ds: datasets.Dataset, fmt: str = "auto", where: str = "dataset", task: Task = SFT) -> datasets.Dataset:
+    """Convert a raw dataset to the task's columns + `record_index`, `error` (invalid records kept, marked)."""
     if fmt == "auto":
-        fmt = detect_format(ds.column_names, where)
+        fmt = detect_format(ds.column_names, where, task)
+    if fmt not in task.converters:
+        raise ConfigError(f"{where}: format {fmt!r} is not a {task.name} format ({', '.join(task.formats)})")
+    features = {c: MESSAGES for c in task.columns}
     return ds.map(
-        _convert_batch, batched=True, with_indices=True, fn_kwargs={"fmt": fmt}, remove_columns=ds.column_names,
-        desc=f"{fmt} -> messages",
-        features=datasets.Features({
-            "messages": [{"role": datasets.Value("string"), "content": datasets.Value("string")}],
-            "record_index": datasets.Value("int64"),
-            "error": datasets.Value("string"),
-        }),
+        _convert_batch, batched=True, with_indices=True, fn_kwargs={"fmt": fmt, "task": task.name},
+        remove_columns=ds.column_names, desc=f"{fmt} -> {task.name}",
+        features=datasets.Features({**features, "record_index": datasets.Value("int64"),
+                                    "error": datasets.Value("string")}),
     )
+
+
+def to_messages(ds: datasets.Dataset, fmt: str = "auto", where: str = "dataset") -> datasets.Dataset:
+    """SFT conversion: columns `messages`, `record_index`, `error`."""
+    return convert(ds, fmt, where, SFT)
 
 
 # --- sources and the mixture ------------------------------------------------------------------------------------------
@@ -276,7 +414,7 @@ class SourceReport:
     format: str
     records: int = 0
     invalid: int = 0
-    conversations: int = 0  # valid conversations (self_instruct: one per instance)
+    conversations: int = 0  # valid conversations (self_instruct: one per instance) or preference pairs
     used: int = 0  # after max_samples / fraction
     train: int = 0
     test: int = 0
@@ -304,17 +442,18 @@ def load_raw(source: ChatSource) -> tuple[datasets.Dataset, str]:
     return ds, str(files[0]) if len(files) == 1 else os.path.expandvars(source.path)
 
 
-def load_source(source: ChatSource, max_invalid_share: float, seed: int) -> tuple[datasets.Dataset, SourceReport]:
-    """One source as valid `messages` (plus `source`), invalid records counted; ConfigError above the threshold."""
+def load_source(source: ChatSource, max_invalid_share: float, seed: int,
+                task: Task = SFT) -> tuple[datasets.Dataset, SourceReport]:
+    """One source as the task's valid rows (plus `source`), invalid records counted; ConfigError above the threshold."""
     try:
         raw, where = load_raw(source)
     except (FileNotFoundError, datasets.exceptions.DatasetNotFoundError, ValueError) as e:
         if isinstance(e, ConfigError):
             raise
         raise ConfigError(f"source {source.path}: cannot load ({e})") from None
-    fmt = detect_format(raw.column_names, where) if source.format == "auto" else source.format
+    fmt = detect_format(raw.column_names, where, task) if source.format == "auto" else source.format
     report = SourceReport(source=where, format=fmt, records=len(raw))
-    converted = to_messages(raw, fmt, where)
+    converted = convert(raw, fmt, where, task)
     bad = converted.filter(lambda e: e is not None, input_columns="error")
     bad_records = sorted(set(zip(bad["record_index"], bad["error"])))
     report.invalid = len({i for i, _ in bad_records})
@@ -347,7 +486,8 @@ def split_source(
     return parts["train"], parts["test"]
 
 
-def load_mixture(args: ChatDataArguments, seed: int) -> tuple[datasets.DatasetDict, list[SourceReport]]:
+def load_mixture(args: ChatDataArguments, seed: int,
+                 task: Task = SFT) -> tuple[datasets.DatasetDict, list[SourceReport]]:
     """The mixture as DatasetDict(train[, test]) of `messages` (+ `source`, `record_index`) and one report per source.
 
     Each source is converted, checked, sampled (max_samples), split (seeded, so its test part holds instructions the
@@ -357,7 +497,7 @@ def load_mixture(args: ChatDataArguments, seed: int) -> tuple[datasets.DatasetDi
         raise ConfigError("no datasets: list the instruction sources under `datasets:`")
     trains, tests, reports = [], [], []
     for source in args.datasets:
-        ds, report = load_source(source, args.max_invalid_share, seed)
+        ds, report = load_source(source, args.max_invalid_share, seed, task)
         train, test = split_source(ds, args.test_split_size, seed)
         trains.append(train)
         if test is not None:
@@ -376,7 +516,7 @@ def load_mixture(args: ChatDataArguments, seed: int) -> tuple[datasets.DatasetDi
     if tests:
         out["test"] = datasets.concatenate_datasets(tests)
     if len(out["train"]) == 0:
-        raise ConfigError("the mixture has no training conversations")
+        raise ConfigError(f"the mixture has no training {'pairs' if task is PREFERENCE else 'conversations'}")
     return datasets.DatasetDict(out), reports
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from llm_recipes.config import ConfigError
 
 QWEN2_SPLIT_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -146,3 +148,12 @@ def set_stop_tokens(generation_config, tokenizer) -> None:
     ids = stop_token_ids(tokenizer)
     generation_config.eos_token_id = ids if len(ids) > 1 else ids[0]
     generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def load_chat_tokenizer(name: str, revision: str | None = None, trust_remote_code: bool = False,
+                        template_path: str | None = None, hint: str = "set chat_template_path"):
+    """The tokenizer of a chat recipe (SFT, DPO): it must bring a chat template, or the recipe names one."""
+    tokenizer = AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
+    if template_path is None and not tokenizer.chat_template:
+        raise ConfigError(f"tokenizer {name} has no chat template: train one with make tokenizer (ChatML), or {hint}")
+    return tokenizer

@@ -1,4 +1,4 @@
-"""The training core both trainers (pretrain, SFT) share, on top of `transformers.Trainer`.
+"""The training core every trainer recipe (pretrain, SFT, DPO, classify) shares, on top of `transformers.Trainer`.
 
 Argument fix-ups (`prepare_training_args`), throughput / real-token / MFU logging (`RecipeTrainerMixin`), a
 nanoGPT-style console line, checkpoints that are only trusted once complete, resume from the newest intact one,
@@ -96,6 +96,7 @@ class RecipeTrainerMixin:
     flops_per_token: int | None = None  # training FLOPs per real token, for MFU
     peak_tflops: float | None = None  # of one device; MFU is left out without it
     log_data_order: bool = False
+    eval_loss_is_nll = True  # eval_perplexity = exp(eval_loss); DPO's loss is not a token NLL
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         real, slots = inputs.pop("real_tokens", None), inputs.pop("token_slots", None)
@@ -144,7 +145,7 @@ class RecipeTrainerMixin:
             if self.peak_tflops and self.flops_per_token:
                 achieved = self.flops_per_token * tokens_per_s / self.args.world_size
                 logs["mfu"] = round(achieved / (self.peak_tflops * 1e12), 4)
-        if "eval_loss" in logs:
+        if "eval_loss" in logs and self.eval_loss_is_nll:
             logs["eval_perplexity"] = round(math.exp(min(logs["eval_loss"], 50.0)), 4)
         super().log(logs, start_time)
 
@@ -154,13 +155,19 @@ class TokenCountCollator:
     RecipeTrainerMixin logs as real_token_share, tokens/s and tokens seen. Plain ints: counting never waits on a GPU.
 
     Padded batches: rows are padded to the longest one, so share = tokens / (rows * longest). Packed (`width` set):
-    a row is a bin of `width` slots, so share = tokens / (rows * width).
+    a row is a bin of `width` slots, so share = tokens / (rows * width). Preference pairs (no `input_ids` per
+    example): the collated attention mask, where a pair is two rows, prompt + chosen and prompt + rejected.
     """
 
     def __init__(self, collator, width: int | None = None):
         self.collator, self.width = collator, width
 
     def __call__(self, examples):
+        if "input_ids" not in examples[0]:
+            batch = self.collator(examples)
+            mask = batch["attention_mask"]  # still on the CPU here
+            batch["real_tokens"], batch["token_slots"] = int(mask.sum()), mask.numel()
+            return batch
         lengths = [len(ex["input_ids"]) for ex in examples]
         batch = self.collator(examples)
         batch["real_tokens"] = sum(lengths)
@@ -204,8 +211,15 @@ class ConsoleProgressCallback(ProgressCallback):
                 f"MFU {mfu}",
                 f"seen {_fmt_count(logs.get('tokens_seen', 0))} tok",
             ]
+            if "rewards/accuracies" in logs:  # DPO
+                parts.insert(2, f"reward acc {logs['rewards/accuracies']:.2f}")
         elif "eval_loss" in logs:
-            parts = [step, f"eval loss {logs['eval_loss']:.4f}", f"ppl {logs.get('eval_perplexity', float('nan')):.2f}"]
+            parts = [step, f"eval loss {logs['eval_loss']:.4f}"]
+            if "eval_perplexity" in logs:
+                parts.append(f"ppl {logs['eval_perplexity']:.2f}")
+            if "eval_rewards/accuracies" in logs:
+                parts += [f"reward acc {logs['eval_rewards/accuracies']:.3f}",
+                          f"margin {logs['eval_rewards/margins']:.4f}"]
         else:
             parts = [step] + [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items()]
         self.training_bar.write(" | ".join(parts))

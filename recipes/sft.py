@@ -28,17 +28,18 @@ import torch
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 import trl  # noqa: E402
-from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
+from transformers import EarlyStoppingCallback, set_seed
 from trl import ModelConfig, SFTTrainer, get_peft_config, get_quantization_config
 from trl.chat_template_utils import has_generation_markers
 
-from llm_recipes.adapters import AdaLoraCallback, PeftArguments, adalora_keeps_last_model, peft_config
+from llm_recipes.adapters import (AdaLoraCallback, PeftArguments, adalora_keeps_last_model, check_quantized_training,
+                                  peft_config)
 from llm_recipes.atomic import atomic_write_text, stop_cleanly_when_disk_full
 from llm_recipes.chat_data import ChatDataArguments, load_mixture, report_dict
 from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.distributed import exit_skipping_teardown_on_cpu_ranks
 from llm_recipes.run_info import write_run_info
-from llm_recipes.tokenizer import set_stop_tokens
+from llm_recipes.tokenizer import load_chat_tokenizer, set_stop_tokens
 from llm_recipes.training import (RecipeTrainerMixin, RecipeTrainingArguments, TokenCountCollator, resolve_resume,
                                   setup_trainer, train_and_save)
 
@@ -87,12 +88,6 @@ def make_parser() -> RecipeParser:
 def check_combination(script_args: ScriptArguments, args: SFTConfig, model_args: ModelConfig) -> None:
     if not model_args.model_name_or_path:
         raise ConfigError("model_name_or_path is required (a model folder, e.g. outputs/tiny/pretrain, or a Hub id)")
-    quantized = model_args.load_in_4bit or model_args.load_in_8bit
-    if quantized and not model_args.use_peft:
-        raise ConfigError("load_in_4bit / load_in_8bit train adapters only: set use_peft: true (QLoRA)")
-    if quantized and args.deepspeed_plugin is not None and args.deepspeed_plugin.zero_stage == 3:
-        raise ConfigError("QLoRA (load_in_4bit/8bit) does not combine with DeepSpeed ZeRO-3 here: launch with "
-                          "launch/accelerate/single.yaml or ddp.yaml")
     if script_args.early_stopping_patience is not None:
         if args.eval_strategy == "no" or not script_args.test_split_size:
             raise ConfigError("early_stopping_patience needs an eval split (test_split_size > 0) and eval_strategy")
@@ -102,40 +97,9 @@ def check_combination(script_args: ScriptArguments, args: SFTConfig, model_args:
         raise ConfigError(f"eval_strategy is {args.eval_strategy!r} but test_split_size is 0: no eval split")
 
 
-def check_bitsandbytes(model_args: ModelConfig) -> None:
-    """QLoRA needs a bitsandbytes that can run k-bit kernels on this machine: say so in one line if it cannot."""
-    if not (model_args.load_in_4bit or model_args.load_in_8bit):
-        return
-    bits = "4-bit" if model_args.load_in_4bit else "8-bit"
-    try:
-        import bitsandbytes as bnb
-    except ImportError:
-        raise ConfigError(f"load_in_{bits[0]}bit (QLoRA) needs bitsandbytes, which is not installed "
-                          f"(pip install bitsandbytes); or train LoRA without quantization: "
-                          f"--load_in_{bits[0]}bit false") from None
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:  # a real k-bit round trip on the device the model will use
-        x = torch.randn(64, 64, generator=torch.Generator().manual_seed(0)).to(device)
-        if model_args.load_in_4bit:  # NF4/FP4 of N(0, 1): mean abs error ~0.07
-            q, state = bnb.functional.quantize_4bit(x, quant_type=model_args.bnb_4bit_quant_type)
-            ok = (bnb.functional.dequantize_4bit(q, state).float() - x).abs().mean().item() < 0.2
-        else:
-            ok = bnb.functional.int8_vectorwise_quant(x.half())[0].dtype == torch.int8
-    except Exception as e:  # noqa: BLE001 - any failure of the kernel means: cannot run here
-        raise ConfigError(f"bitsandbytes {bnb.__version__} cannot run {bits} on {device} here "
-                          f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); use a GPU, or set "
-                          f"load_in_{bits[0]}bit: false for plain LoRA") from None
-    if not ok:
-        raise ConfigError(f"bitsandbytes {bnb.__version__} {bits} round trip on {device} gives wrong values")
-
-
 def load_tokenizer(script_args: ScriptArguments, model_args: ModelConfig, args: SFTConfig):
     name = script_args.tokenizer_name_or_path or model_args.model_name_or_path
-    tokenizer = AutoTokenizer.from_pretrained(name, revision=model_args.model_revision,
-                                              trust_remote_code=args.trust_remote_code)
-    if args.chat_template_path is None and not tokenizer.chat_template:
-        raise ConfigError(f"tokenizer {name} has no chat template: train one with make tokenizer or set "
-                          "chat_template_path")
+    tokenizer = load_chat_tokenizer(name, model_args.model_revision, args.trust_remote_code, args.chat_template_path)
     template = tokenizer.chat_template
     if args.assistant_only_loss and args.chat_template_path is None and not has_generation_markers(template):
         logger.warning("the chat template of %s has no {%% generation %%} markers: TRL swaps in its training template "
@@ -178,7 +142,7 @@ def sample_generation(model, tokenizer, prompt: str, max_new_tokens: int) -> dic
 def build_trainer(script_args: ScriptArguments, args: SFTConfig, model_args: ModelConfig):
     """Checks, tokenizer, instruction data and the SFTTrainer; raises ConfigError for a config mistake."""
     check_combination(script_args, args, model_args)
-    check_bitsandbytes(model_args)
+    check_quantized_training(model_args, args)
     tokenizer = load_tokenizer(script_args, model_args, args)
     with args.main_process_first(desc="instruction data"):
         data, reports = load_mixture(script_args, seed=args.data_seed if args.data_seed is not None else args.seed)

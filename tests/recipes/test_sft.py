@@ -265,8 +265,11 @@ def test_early_stopping_keeps_best_checkpoint(base_dir, data_dir, tmp_path):
 
 
 def test_qlora_trains_or_stops_with_a_clear_message(base_dir, data_dir, tmp_path, capsys):
+    from types import SimpleNamespace
+
     from trl import ModelConfig
 
+    from llm_recipes.adapters import check_quantized_training
     from llm_recipes.config import ConfigError
 
     recipe = recipes.sft
@@ -274,7 +277,7 @@ def test_qlora_trains_or_stops_with_a_clear_message(base_dir, data_dir, tmp_path
                            save_steps=10, eval_on_start=True, early_stopping_patience=None)
     args = sft_args(config, base_dir, tmp_path / "q", "--load_in_4bit", "true")
     try:  # what the recipe itself checks first: is bitsandbytes there, and does a 4-bit round trip run here?
-        recipe.check_bitsandbytes(ModelConfig(load_in_4bit=True, use_peft=True))
+        check_quantized_training(ModelConfig(load_in_4bit=True, use_peft=True), SimpleNamespace(deepspeed_plugin=None))
     except ConfigError as e:
         err = run_recipe_error("sft", args, capsys)
         assert str(e) in err and "Traceback" not in err and len(err.strip().splitlines()) == 2

@@ -1,0 +1,176 @@
+"""Preference pairs for DPO, around TRL's DPOTrainer: prompts fitted to a token budget (counted), the truncation
+TRL's collator will apply (counted), and the held-out measurement that says whether DPO did what it is for.
+
+TRL tokenizes a pair as prompt + chosen and prompt + rejected through the chat template and cuts both at
+`max_length` from the end (`keep_start`); it has no prompt budget of its own. `fit_prompts` gives one: a prompt over
+`max_prompt_length` tokens loses its oldest turns (system turns stay) until it fits, and a pair whose last user turn
+alone is too long is dropped. Both are counted per source, as the collator's answer truncation is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from typing import Any
+
+import datasets
+import torch
+
+FIT_OUTCOMES = ("kept", "prompt_trimmed", "prompt_too_long")
+
+
+def _prompt_tokens(tokenizer, messages: list[dict]) -> int:
+    return len(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False))
+
+
+def fit_prompt(tokenizer, prompt: list[dict], max_prompt_length: int) -> tuple[list[dict], str]:
+    """The prompt with its oldest exchanges dropped until it fits (system turns kept), and what happened."""
+    if _prompt_tokens(tokenizer, prompt) <= max_prompt_length:
+        return prompt, "kept"
+    system = [m for m in prompt if m["role"] == "system"]
+    turns = [m for m in prompt if m["role"] != "system"]
+    while True:
+        users = [i for i, m in enumerate(turns) if m["role"] == "user"]
+        if len(users) < 2:
+            return prompt, "prompt_too_long"
+        turns = turns[users[1]:]  # the next exchange starts at the second user turn
+        if _prompt_tokens(tokenizer, system + turns) <= max_prompt_length:
+            return system + turns, "prompt_trimmed"
+
+
+def fit_prompts(ds: datasets.Dataset, tokenizer, max_prompt_length: int,
+                split: str) -> tuple[datasets.Dataset, dict[str, Counter]]:
+    """Fit every prompt to `max_prompt_length` tokens; returns the pairs kept and, per source, how many were kept as
+    they were, trimmed, or dropped as too long."""
+
+    def fit(batch):
+        prompts, outcomes = [], []
+        for prompt in batch["prompt"]:
+            fitted, outcome = fit_prompt(tokenizer, prompt, max_prompt_length)
+            prompts.append(fitted)
+            outcomes.append(outcome)
+        return {"prompt": prompts, "fit": outcomes}
+
+    fitted = ds.map(fit, batched=True, desc=f"fitting {split} prompts to {max_prompt_length} tokens")
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for source, outcome in zip(fitted["source"], fitted["fit"]):
+        counts[source][outcome] += 1
+    kept = fitted.filter(lambda o: o != "prompt_too_long", input_columns="fit").remove_columns("fit")
+    return kept, counts
+
+
+def truncation_counts(tokenized: datasets.Dataset, max_length: int | None) -> dict[str, Counter]:
+    """Per source: pairs whose chosen or rejected answer TRL's collator cuts at `max_length` (prompt_ids etc. are the
+    columns DPOTrainer adds), and the pairs in all."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    columns = tokenized.select_columns(["source", "prompt_ids", "chosen_ids", "rejected_ids"])
+    for row in columns:
+        prompt = len(row["prompt_ids"])
+        longest = prompt + max(len(row["chosen_ids"]), len(row["rejected_ids"]))
+        counts[row["source"]]["pairs"] += 1
+        counts[row["source"]]["answer_truncated"] += int(max_length is not None and longest > max_length)
+    return counts
+
+
+# --- held-out measurement ---------------------------------------------------------------------------------------------
+
+
+def _completion_log_probs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probabilities of the chosen and the rejected answers (TRL's fused LM head: no full logits)."""
+    labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels, use_cache=False,
+                fused_lm_head=True)
+    return out.log_probs[:, -(labels.size(1) - 1):].sum(dim=1).chunk(2)
+
+
+@torch.no_grad()
+def pair_log_probs(trainer, dataset: datasets.Dataset) -> dict[str, torch.Tensor]:
+    """Per held-out pair, log p(chosen) and log p(rejected) under the trained policy and the reference (the SFT
+    model: the frozen copy, the adapter-disabled base under LoRA, or the precomputed values). Every process takes
+    part (ZeRO-3 gathers weights collectively); each pair is counted once."""
+    model = trainer.model_wrapped if trainer.model_wrapped is not None else trainer.model
+    model.eval()
+    found = defaultdict(list)
+    for batch in trainer.get_eval_dataloader(dataset):
+        batch.pop("real_tokens", None), batch.pop("token_slots", None)
+        batch = trainer._prepare_inputs(batch)
+        if "ref_chosen_logps" in batch:
+            ref = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
+        else:
+            ref = trainer.compute_ref_log_probs(trainer.ref_model or model, batch)
+        values = (*_completion_log_probs(model, batch), *ref)
+        for key, value in zip(("policy_chosen", "policy_rejected", "ref_chosen", "ref_rejected"),
+                              trainer.accelerator.gather_for_metrics(values)):
+            found[key].append(value.float().cpu())
+    return {k: torch.cat(v) for k, v in found.items()}
+
+
+def _mean_ci(x: torch.Tensor) -> tuple[float, float]:
+    """Mean and the half-width of its normal 95 % interval."""
+    n = x.numel()
+    return x.mean().item(), (1.96 * x.std().item() / math.sqrt(n)) if n > 1 else float("nan")
+
+
+def held_out_scores(logps: dict[str, torch.Tensor], beta: float) -> dict[str, Any]:
+    """What DPO is for, on pairs it never trained on: does the policy separate chosen from rejected more than the
+    SFT model did? Rewards are TRL's: beta * (log p_policy - log p_ref) of each answer."""
+    ref_margin = logps["ref_chosen"] - logps["ref_rejected"]
+    policy_margin = logps["policy_chosen"] - logps["policy_rejected"]
+    chosen_reward = beta * (logps["policy_chosen"] - logps["ref_chosen"])
+    rejected_reward = beta * (logps["policy_rejected"] - logps["ref_rejected"])
+    gain, gain_ci = _mean_ci(policy_margin - ref_margin)
+    return {
+        "pairs": ref_margin.numel(),
+        "reward_accuracy": (chosen_reward > rejected_reward).float().mean().item(),
+        "reward_margin": (chosen_reward - rejected_reward).mean().item(),
+        "rewards_chosen": chosen_reward.mean().item(),
+        "rewards_rejected": rejected_reward.mean().item(),
+        "sft_logp_margin": ref_margin.mean().item(),
+        "dpo_logp_margin": policy_margin.mean().item(),
+        "logp_margin_gain": gain,
+        "logp_margin_gain_ci95": gain_ci,
+        "sft_prefers_chosen": (ref_margin > 0).float().mean().item(),
+        "dpo_prefers_chosen": (policy_margin > 0).float().mean().item(),
+    }
+
+
+def report_markdown(scores: dict[str, Any] | None, data: dict[str, Any], args, log_history: list[dict]) -> str:
+    """dpo_report.md: the data counts, the training curve, and the held-out comparison with the SFT model."""
+    lines = ["# DPO report", "", f"Loss {', '.join(args.loss_type)}, beta {args.beta}, max_length {args.max_length}, "
+             f"max_prompt_length {data['max_prompt_length']}, {data['train']} train / {data['test']} held-out pairs.",
+             "", "## Data", "",
+             "| source | records | invalid | prompt trimmed | prompt too long (dropped) | answer truncated | train | "
+             "held out |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in data["sources"]:
+        lines.append(f"| {s['source']} | {s['records']} | {s['invalid']} | {s['prompt_trimmed']} | "
+                     f"{s['prompt_too_long']} | {s['answer_truncated']} | {s['train']} | {s['test']} |")
+    train = [e for e in log_history if "loss" in e and "rewards/accuracies" in e]
+    if train:
+        first, last = train[0], train[-1]
+        speed = sorted(e["tokens_per_second"] for e in train if "tokens_per_second" in e)
+        lines += ["", "## Training", "", "| step | loss | reward accuracy (train) | reward margin |", "|---:|---:|---:|---:|"]
+        lines += [f"| {e['step']} | {e['loss']:.4f} | {e['rewards/accuracies']:.3f} | {e['rewards/margins']:.4f} |"
+                  for e in (first, last)]
+        if speed:
+            share = [e["real_token_share"] for e in train if "real_token_share" in e]
+            lines += ["", f"Median {speed[len(speed) // 2]:,.0f} tokens/s"
+                      + (f"; real tokens fill {sum(share) / len(share):.1%} of the padded batch slots." if share else ".")]
+    evals = [e for e in log_history if "eval_rewards/accuracies" in e]
+    if evals:
+        lines += ["", "## Held-out curve (TRL's eval, mean over batches)", "",
+                  "| step | eval loss | reward accuracy | reward margin |", "|---:|---:|---:|---:|"]
+        lines += [f"| {e['step']} | {e['eval_loss']:.4f} | {e['eval_rewards/accuracies']:.3f} | "
+                  f"{e['eval_rewards/margins']:.4f} |" for e in evals]
+    if scores:
+        s = scores
+        lines += ["", f"## Held-out pairs: SFT model vs DPO policy ({s['pairs']} pairs, each scored once)", "",
+                  "| | SFT (reference) | DPO policy |", "|---|---:|---:|",
+                  f"| mean log p(chosen) - log p(rejected) | {s['sft_logp_margin']:.3f} | {s['dpo_logp_margin']:.3f} |",
+                  f"| share of pairs where chosen is more likely | {s['sft_prefers_chosen']:.3f} | "
+                  f"{s['dpo_prefers_chosen']:.3f} |", "",
+                  f"- Log-likelihood margin gain over SFT: {s['logp_margin_gain']:+.3f} "
+                  f"(95 % interval ± {s['logp_margin_gain_ci95']:.3f}).",
+                  f"- Reward accuracy {s['reward_accuracy']:.3f} (share of pairs where the chosen answer gained more "
+                  f"than the rejected one); reward margin {s['reward_margin']:.4f}; rewards chosen "
+                  f"{s['rewards_chosen']:.4f}, rejected {s['rewards_rejected']:.4f}."]
+    return "\n".join(lines) + "\n"
