@@ -242,12 +242,12 @@ def setup_trainer(trainer: Trainer, *, seq_len: int | None, peak_tflops: float |
     return trainer
 
 
-def log_partition(model, args) -> None:
+def log_partition(model, args, what: str = "") -> None:
     """Under ZeRO-3, say how much of the model this rank holds (each rank should hold about 1/world_size)."""
     params = [p for p in model.parameters() if hasattr(p, "ds_tensor")]
     if params:
         held, total = sum(p.ds_tensor.numel() for p in params), sum(p.ds_numel for p in params)
-        print(f"[rank {args.process_index}] ZeRO-3 partition: holds {held:,} of {total:,} parameter elements "
+        print(f"[rank {args.process_index}] {what}ZeRO-3 partition: holds {held:,} of {total:,} parameter elements "
               f"({held / total:.1%})", flush=True)
 
 

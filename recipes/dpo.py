@@ -34,8 +34,8 @@ from llm_recipes.preference import (fit_prompts, held_out_scores, pair_log_probs
                                     truncation_counts)
 from llm_recipes.run_info import write_run_info
 from llm_recipes.tokenizer import load_chat_tokenizer, set_stop_tokens
-from llm_recipes.training import (RecipeTrainerMixin, RecipeTrainingArguments, TokenCountCollator, resolve_resume,
-                                  setup_trainer, train_and_save)
+from llm_recipes.training import (RecipeTrainerMixin, RecipeTrainingArguments, TokenCountCollator, log_partition,
+                                  resolve_resume, setup_trainer, train_and_save)
 
 logger = logging.getLogger("dpo")
 warnings.filterwarnings("ignore", message=r".*(all_gather_into_tensor|reduce_scatter_tensor).*", category=FutureWarning)
@@ -101,11 +101,10 @@ class RecipeDPOTrainer(RecipeTrainerMixin, DPOTrainer):
 
 
 def data_report(reports, counts: dict[str, Counter], max_prompt_length: int) -> dict:
-    """Per source: records, invalid, pairs; prompts trimmed or dropped; answers TRL truncates; train / held out."""
+    """Per source: records, invalid, valid pairs, used (after max_samples / fraction) = prompt too long (dropped) +
+    train + held out; prompts trimmed; answers TRL truncates at max_length."""
     keys = ("prompt_trimmed", "prompt_too_long", "answer_truncated", "train", "test")
     sources = [{**asdict(r), **{k: counts[r.source][k] for k in keys}} for r in reports]
-    for s in sources:
-        s["used"] = s["train"] + s["test"]
     return {"sources": sources, "max_prompt_length": max_prompt_length,
             **{k: sum(s[k] for s in sources) for k in ("records", "invalid", "prompt_too_long", "train", "test")}}
 
@@ -148,6 +147,8 @@ def build_trainer(script_args: ScriptArguments, args: DPOConfig, model_args: Mod
         for source, c in (truncation_counts(ds, args.max_length) if ds is not None else {}).items():
             counts[source].update(answer_truncated=c["answer_truncated"], **{split: c["pairs"]})
     setup_trainer(trainer, seq_len=args.max_length)
+    if trainer.ref_model is not None:  # the frozen copy: partitioned like the policy under ZeRO-3
+        log_partition(trainer.ref_model, args, "reference ")
     base = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
     set_stop_tokens(base.generation_config, tokenizer)
     return trainer, data_report(reports, counts, script_args.max_prompt_length)
