@@ -276,7 +276,8 @@ def _pair(record: dict, prompt: list[dict], chosen: list[dict], rejected: list[d
 
 
 def preference_to_pair(record: dict) -> list[dict]:
-    """TRL's shape: explicit prompt, or (no `prompt`) two whole conversations whose shared first turns are the prompt."""
+    """TRL's shape: an explicit prompt, or (no `prompt`) two whole conversations whose shared first turns are the
+    prompt."""
     chosen = _turn_list(record.get("chosen"), "chosen", "assistant")
     rejected = _turn_list(record.get("rejected"), "rejected", "assistant")
     if record.get("prompt") is not None:
@@ -376,7 +377,7 @@ def _convert_batch(batch: dict[str, list], indices: list[int], fmt: str, task: s
         try:
             rows, error = task_.converters[fmt](record), None
         except InvalidRecord as e:
-            rows, error = [dict.fromkeys(task_.columns, [])], str(e)
+            rows, error = [{c: [] for c in task_.columns}], str(e)
         for converted in rows:
             for column in task_.columns:
                 out[column].append(converted[column])

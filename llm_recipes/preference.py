@@ -148,13 +148,14 @@ def report_markdown(scores: dict[str, Any] | None, data: dict[str, Any], args, l
     if train:
         first, last = train[0], train[-1]
         speed = sorted(e["tokens_per_second"] for e in train if "tokens_per_second" in e)
-        lines += ["", "## Training", "", "| step | loss | reward accuracy (train) | reward margin |", "|---:|---:|---:|---:|"]
+        lines += ["", "## Training", "", "| step | loss | reward accuracy (train) | reward margin |",
+                  "|---:|---:|---:|---:|"]
         lines += [f"| {e['step']} | {e['loss']:.4f} | {e['rewards/accuracies']:.3f} | {e['rewards/margins']:.4f} |"
                   for e in (first, last)]
         if speed:
             share = [e["real_token_share"] for e in train if "real_token_share" in e]
-            lines += ["", f"Median {speed[len(speed) // 2]:,.0f} tokens/s"
-                      + (f"; real tokens fill {sum(share) / len(share):.1%} of the padded batch slots." if share else ".")]
+            fill = f"; real tokens fill {sum(share) / len(share):.1%} of the padded batch slots" if share else ""
+            lines += ["", f"Median {speed[len(speed) // 2]:,.0f} tokens/s{fill}."]
     evals = [e for e in log_history if "eval_rewards/accuracies" in e]
     if evals:
         lines += ["", "## Held-out curve (TRL's eval, mean over batches)", "",

@@ -25,6 +25,7 @@ FILES = {
     "one_label.csv": "text,label\ngood,1\nfine,1\nnice,1\n",
     "odd_label.csv": "text,label\ngood,positive\nbad,meh\n",
     "empty_text.csv": "text,label\ngood,1\n   ,0\nbad,0\n",
+    "same_answers.json": json.dumps([{"prompt": "Say hi", "chosen": "hi", "rejected": "hi"}]),
 }
 
 
@@ -32,13 +33,18 @@ def pack(tok, *extra):
     return ["--tokenizer_name_or_path", str(tok), "--output_dir", "{out}", *extra]
 
 
+def dpo(model, *extra):
+    return ["--config", str(REPO_ROOT / "configs/dpo/tiny.yaml"), "--model_name_or_path", model, "--output_dir",
+            "{out}", "--report_to", "none", *extra]
+
+
 def cls(model, data, *extra):
     return ["--model_name_or_path", model, "--train_file", data, "--output_dir", "{out}", "--report_to", "none", *extra]
 
 
 # (entry point, argv template, expected fragment). {tmp}: the test's folder; {tok}: a tokenizer; {model}: a chat
-# model; {notok}: a model folder without a tokenizer; {packed}: packed data; {out}: the output path that must not
-# appear.
+# model; {notok}: a model folder without a tokenizer; {nochat}: a model whose tokenizer has no chat template;
+# {packed}: packed data; {out}: the output path that must not appear.
 CASES = [
     ("pack", ["--train_sources", "{tmp}/truncated.jsonl", *pack("{tok}")], "truncated.jsonl, line 2: invalid JSON"),
     ("pack", ["--train_sources", "{tmp}/latin1.txt", *pack("{tok}")], "latin1.txt, line 1: not UTF-8"),
@@ -60,6 +66,12 @@ CASES = [
              "--max_steps", "1", "--eval_strategy", "no", "--report_to", "none"], "unknown_schema.json"),
     ("sft", ["--model_name_or_path", "{model}", "--load_in_4bit", "true", "--output_dir", "{out}"],
      "load_in_4bit / load_in_8bit train adapters only"),
+    ("dpo", dpo("{model}", "--datasets", "{tmp}/same_answers.json"),
+     "same_answers.json: 1 of 1 records invalid (100.0% > max_invalid_share 1.0%): record 0: chosen and rejected are "
+     "the same answer"),
+    ("dpo", dpo("{model}", "--loss_type", "magic"), "loss_type magic unknown"),
+    ("dpo", dpo("{model}", "--max_prompt_length", "600"), "max_prompt_length (600) must be below max_length (512)"),
+    ("dpo", dpo("{nochat}"), "has no chat template"),
     ("eval", ["--model_name_or_path", "{model}", "--output_dir", "{out}", "--tasks", "generation",
                   "--prompts_file", "{tmp}/empty_prompts.jsonl"], "no prompt in the file"),
     ("eval", ["--model_name_or_path", "{tmp}/not_a_model", "--output_dir", "{out}"], "not a model"),
@@ -109,13 +121,27 @@ def model_without_tokenizer(tmp_path_factory, tiny_chat_model_dir):
     return out
 
 
+@pytest.fixture(scope="module")
+def model_without_chat_template(tmp_path_factory, tiny_chat_model_dir):
+    from transformers import AutoTokenizer
+
+    out = tmp_path_factory.mktemp("nochat") / "model"
+    shutil.copytree(tiny_chat_model_dir, out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    tokenizer.chat_template = None
+    (out / "chat_template.jinja").unlink(missing_ok=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 @pytest.mark.parametrize("entry, argv, expected", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(entry, argv, expected, workspace, tiny_tokenizer_dir,
                                                          other_tokenizer, tiny_packed_dir, tiny_chat_model_dir,
-                                                         model_without_tokenizer, capsys):
+                                                         model_without_tokenizer, model_without_chat_template, capsys):
     out = workspace / "out"
     values = {"tmp": workspace, "tok": tiny_tokenizer_dir, "tok2": other_tokenizer, "model": tiny_chat_model_dir,
-              "packed": tiny_packed_dir, "out": out, "notok": model_without_tokenizer}
+              "packed": tiny_packed_dir, "out": out, "notok": model_without_tokenizer,
+              "nochat": model_without_chat_template}
     argv = [a.format(**values) for a in argv]
     if entry == "data_prep":
         from data_prep.cli import main
@@ -134,4 +160,4 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(entry, argv, expected, 
 def test_every_entry_point_is_in_the_table():
     recipes = {p.stem for p in (REPO_ROOT / "recipes").glob("*.py") if not p.name.startswith("_")}
     assert recipes | {"data_prep"} == {entry for entry, _, _ in CASES}
-    assert len(CASES) >= 26
+    assert len(CASES) >= 30

@@ -73,6 +73,9 @@ ENTRY_POINTS = {
     "export+push": ["recipes/export.py", "--model_name_or_path", "{model}", "--output_dir", "{out}", "--repo_id",
                     "tester/tiny", "&&", "recipes/push.py", "--folder", "{out}", "--dry_run"],
     "merge_lora": ["recipes/merge_lora.py", "--adapter_dir", "{adapter}", "--output_dir", "{out}"],
+    "dpo": ["recipes/dpo.py", "--config", "configs/dpo/tiny.yaml", "--model_name_or_path", "{model}", "--output_dir",
+            "{out}", "--max_steps", "2", "--eval_steps", "2", "--save_steps", "2", "--max_length", "128",
+            "--max_prompt_length", "64"],
     "model_info": ["-m", "llm_recipes.model_info", "--model_preset", "7b"],
 }
 

@@ -4,7 +4,8 @@ import datasets
 import pytest
 from transformers import AutoTokenizer
 
-from llm_recipes.chat_data import ChatDataArguments, ChatSource, load_mixture, load_source, to_messages
+from llm_recipes.chat_data import (PREFERENCE, ChatDataArguments, ChatSource, convert, load_mixture, load_source,
+                                   to_messages)
 from llm_recipes.config import ConfigError
 
 
@@ -163,3 +164,71 @@ def test_config_mistakes():
         ChatDataArguments(datasets=[{"path": "x.json", "format": "vicuna"}])
     with pytest.raises(ConfigError, match="fraction"):
         ChatDataArguments(datasets=[{"path": "a.json", "fraction": 1}, {"path": "b.json"}])
+
+
+# --- preference pairs (DPO) -------------------------------------------------------------------------------------------
+
+SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
+
+
+def pairs(records, fmt="auto"):
+    return convert(datasets.Dataset.from_list(records), fmt, "pairs", PREFERENCE)
+
+
+@pytest.mark.parametrize("name", ["dpo_en_demo.json", "dpo_zh_demo.json"])
+def test_shipped_sharegpt_pairs_keep_every_prompt_turn(name, data_dir, tokenizer):
+    path = data_dir / "preference" / name
+    raw = raw_records(path)
+    ds, report = load_source(ChatSource(path=str(path)), max_invalid_share=0.0, seed=0, task=PREFERENCE)
+    assert report.format == "sharegpt" and report.records == report.conversations == len(ds) == len(raw)
+    multi = max(range(len(raw)), key=lambda i: len(raw[i]["conversations"]))
+    row = next(r for r in ds if r["record_index"] == multi)
+    assert row["prompt"] == [{"role": SHAREGPT_ROLES[t["from"]], "content": t["value"]}
+                             for t in raw[multi]["conversations"]]
+    assert row["chosen"] == [{"role": "assistant", "content": raw[multi]["chosen"]["value"]}]
+    assert row["rejected"] == [{"role": "assistant", "content": raw[multi]["rejected"]["value"]}]
+    assert_renders(row["prompt"] + row["chosen"], tokenizer)
+
+
+def test_trl_alpaca_and_implicit_prompt_pairs_convert():
+    user = {"role": "user", "content": "Name a colour."}
+    turns = [{"role": "system", "content": "Be brief."}, user, {"role": "assistant", "content": "Red."},
+             {"role": "user", "content": "Another?"}]
+    rows = pairs([{"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "No."}], "preference")
+    assert rows[0]["prompt"] == [user] and rows[0]["chosen"] == [{"role": "assistant", "content": "Blue."}]
+    rows = pairs([{"prompt": turns, "chosen": [{"role": "assistant", "content": "Green."}],
+                   "rejected": [{"role": "assistant", "content": "Red."}]}])  # auto: TRL conversational
+    assert rows[0]["prompt"] == turns and rows[0]["error"] is None
+    implicit = pairs([{"chosen": turns + [{"role": "assistant", "content": "Green."}],
+                       "rejected": turns + [{"role": "assistant", "content": "Red."}]}], "preference")
+    assert implicit[0]["prompt"] == turns and implicit[0]["rejected"] == [{"role": "assistant", "content": "Red."}]
+    alpaca = pairs([{"instruction": "Translate", "input": "chat", "chosen": "cat", "rejected": "dog",
+                     "system": "You translate French."}])
+    assert alpaca[0]["prompt"] == [{"role": "system", "content": "You translate French."},
+                                   {"role": "user", "content": "Translate\n\nchat"}]
+
+
+def test_bad_pairs_are_dropped_and_counted_by_record(data_dir, tmp_path):
+    records = raw_records(data_dir / "preference/dpo_zh_demo.json")[:100]
+    records[4]["chosen"]["value"] = ""  # empty chosen
+    records[5]["rejected"] = dict(records[5]["chosen"])  # the same answer twice
+    records[6]["conversations"].append({"from": "gpt", "value": "an answer already"})  # prompt ends with the assistant
+    records[7]["conversations"][0]["from"] = "bot"  # unknown role
+    del records[8]["rejected"]
+    path = tmp_path / "pairs.json"
+    path.write_text(json.dumps(records, ensure_ascii=False))
+    ds, report = load_source(ChatSource(path=str(path)), max_invalid_share=0.05, seed=0, task=PREFERENCE)
+    assert report.invalid == 5 and len(ds) == 95
+    assert sorted(set(range(100)) - set(ds["record_index"])) == [4, 5, 6, 7, 8]
+    joined = "\n".join(report.invalid_examples)
+    for expected in ("record 4: empty 'chosen' answer", "record 5: chosen and rejected are the same answer",
+                     "record 6: the prompt must end with a user turn",
+                     "record 7: conversations[0]: unknown role 'bot'",
+                     "record 8: missing field 'rejected'"):
+        assert expected in joined, joined
+
+
+def test_a_format_of_the_other_task_is_refused(data_dir):
+    with pytest.raises(ConfigError, match="format 'messages' is not a preference format"):
+        load_source(ChatSource(path=str(data_dir / "preference/dpo_en_demo.json"), format="messages"), 0.0, 0,
+                    task=PREFERENCE)

@@ -172,7 +172,8 @@ def test_a_base_model_warns_and_an_adapter_is_refused(tiny_chat_model_dir, data_
 def test_every_dpo_recipe_parses_and_loads_its_pairs(config, data_dir):
     from llm_recipes.chat_data import PREFERENCE, load_mixture
 
-    script_args, args, model_args = recipes.dpo.make_parser().parse(["--config", str(REPO_ROOT / "configs/dpo" / config)])
+    parser = recipes.dpo.make_parser()
+    script_args, args, model_args = parser.parse(["--config", str(REPO_ROOT / "configs/dpo" / config)])
     recipes.dpo.check_combination(script_args, args, model_args)
     data, reports = load_mixture(script_args, seed=args.seed, task=PREFERENCE)
     assert len(data["train"]) > 400 and len(data["test"]) > 20 and all(r.invalid == 0 for r in reports)
@@ -200,7 +201,8 @@ def test_zero3_two_processes_full_dpo_partitions_both_models_and_saves(tiny_chat
     for rank in (0, 1):
         for what in ("ZeRO-3 partition", "reference ZeRO-3 partition"):
             line = next(l for l in output.splitlines() if f"[rank {rank}] {what}:" in l)
-            held, total = (int(x.replace(",", "")) for x in line.split("holds ")[1].split(" parameter")[0].split(" of "))
+            counts = line.split("holds ")[1].split(" parameter")[0].split(" of ")
+            held, total = (int(x.replace(",", "")) for x in counts)
             assert abs(held / total - 0.5) < 0.01, line
     saved, start = load_file(out / "model.safetensors"), load_file(tiny_chat_model_dir / "model.safetensors")
     assert saved.keys() == start.keys() and all(t.numel() > 0 for t in saved.values())
