@@ -276,12 +276,13 @@ def _pair(record: dict, prompt: list[dict], chosen: list[dict], rejected: list[d
 
 
 def preference_to_pair(record: dict) -> list[dict]:
-    """TRL's shape: an explicit prompt, or (no `prompt`) two whole conversations whose shared first turns are the
-    prompt."""
+    """TRL's shape: an explicit prompt and the answers, or two whole conversations whose shared first turns are the
+    prompt (then a `prompt` column beside them, as in HuggingFaceH4/ultrafeedback_binarized, is a copy and unused)."""
     chosen = _turn_list(record.get("chosen"), "chosen", "assistant")
     rejected = _turn_list(record.get("rejected"), "rejected", "assistant")
-    if record.get("prompt") is not None:
-        return _pair(record, _turn_list(record["prompt"], "prompt", "user"), chosen, rejected)
+    whole = any(t["role"] != "assistant" for t in chosen + rejected)
+    if not whole:
+        return _pair(record, _turn_list(record.get("prompt"), "prompt", "user"), chosen, rejected)
     shared = 0
     while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
         shared += 1

@@ -202,6 +202,9 @@ def test_trl_alpaca_and_implicit_prompt_pairs_convert():
     implicit = pairs([{"chosen": turns + [{"role": "assistant", "content": "Green."}],
                        "rejected": turns + [{"role": "assistant", "content": "Red."}]}], "preference")
     assert implicit[0]["prompt"] == turns and implicit[0]["rejected"] == [{"role": "assistant", "content": "Red."}]
+    h4 = pairs([{"prompt": "Name a colour.", "chosen": [user, {"role": "assistant", "content": "Blue."}],
+                 "rejected": [user, {"role": "assistant", "content": "No."}]}])  # ultrafeedback_binarized's shape
+    assert h4[0]["prompt"] == [user] and h4[0]["chosen"] == [{"role": "assistant", "content": "Blue."}]
     alpaca = pairs([{"instruction": "Translate", "input": "chat", "chosen": "cat", "rejected": "dog",
                      "system": "You translate French."}])
     assert alpaca[0]["prompt"] == [{"role": "system", "content": "You translate French."},
