@@ -4,6 +4,8 @@ import importlib
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +28,18 @@ def run_recipe_error(name: str, argv: list[str], capsys) -> str:
         load_recipe(name).main(argv)
     assert exc.value.code == 2
     return capsys.readouterr().err
+
+
+def start_recipe(name: str, argv: list[str], processes: int = 1, port: int = 29661) -> subprocess.Popen:
+    """recipes/<name>.py in its own process group (so a kill takes the whole launch): plain python, or
+    `accelerate launch` with ZeRO-3 on 2+ processes; stdout and stderr together, as text."""
+    launcher = [sys.executable] if processes == 1 else [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+        str(REPO_ROOT / "launch/accelerate/zero3.yaml"), "--num_processes", str(processes), "--main_process_port",
+        str(port)]
+    return subprocess.Popen([*launcher, str(REPO_ROOT / f"recipes/{name}.py"), *argv], cwd=REPO_ROOT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
 # The shipped samples read directly (English Wikipedia, Shakespeare, web text; Chinese ci, Analects, hotel reviews),

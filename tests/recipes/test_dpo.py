@@ -1,8 +1,5 @@
 import gc
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,9 +10,8 @@ from transformers import AutoModelForCausalLM
 import recipes.dpo
 import recipes.merge_lora
 from testkit import (REPO_ROOT, assert_resumed_at, assert_resumed_batches, data_order, kill_once_exists,
-                     newest_checkpoint_step, run_recipe_error)
+                     newest_checkpoint_step, run_recipe_error, start_recipe)
 
-ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
 EN = "preference/dpo_en_demo.json"
 ZH = "preference/dpo_zh_demo.json"
 
@@ -184,12 +180,7 @@ def test_every_dpo_recipe_parses_and_loads_its_pairs(config, data_dir):
 
 
 def run_dpo(config, model_dir, out, *extra, processes=1, port=29671):
-    launcher = [sys.executable] if processes == 1 else [
-        *ACCELERATE, "--config_file", str(REPO_ROOT / "launch/accelerate/zero3.yaml"), "--num_processes",
-        str(processes), "--main_process_port", str(port)]
-    return subprocess.Popen([*launcher, str(REPO_ROOT / "recipes/dpo.py"), *dpo_args(config, model_dir, out, *extra)],
-                            cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return start_recipe("dpo", dpo_args(config, model_dir, out, *extra), processes, port)
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, 
 import recipes.merge_lora
 import recipes.sft
 from testkit import (REPO_ROOT, assert_resumed_at, assert_resumed_batches, data_order, kill_once_exists,
-                     newest_checkpoint_step, run_recipe_error)
+                     newest_checkpoint_step, run_recipe_error, start_recipe)
 from safetensors.torch import load_file
 
 from llm_recipes.model import ModelArguments, build_llama_config
@@ -414,13 +414,7 @@ def test_every_sft_recipe_parses_and_loads_its_mixture(config, data_dir):
 
 
 def run_sft(config, base_dir, out, *extra, processes=1, port=29661):
-    """The recipe in its own process (group): plain python, or `accelerate launch` ZeRO-3 on 2+ processes."""
-    launcher = [sys.executable] if processes == 1 else [
-        *ACCELERATE, "--config_file", str(REPO_ROOT / "launch/accelerate/zero3.yaml"), "--num_processes",
-        str(processes), "--main_process_port", str(port)]
-    return subprocess.Popen([*launcher, str(REPO_ROOT / "recipes/sft.py"), *sft_args(config, base_dir, out, *extra)],
-                            cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return start_recipe("sft", sft_args(config, base_dir, out, *extra), processes, port)
 
 
 @pytest.mark.slow
