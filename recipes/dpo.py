@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> DPOTrainer:
     scores = None
     if trainer.eval_dataset is not None:
         scores = held_out_scores(pair_log_probs(trainer, trainer.eval_dataset), args.beta)
-        trainer.log({f"heldout/{k}": v for k, v in scores.items() if not k.endswith("ci95")})  # TensorBoard too
+        trainer.log({f"eval_final_{k}": v for k, v in scores.items() if not k.endswith("ci95")})  # TensorBoard too
         trainer.save_state()
     if trainer.is_world_process_zero():
         atomic_write_text(out / "dpo_metrics.json", json.dumps({"held_out": scores, "data": report}, indent=2,
