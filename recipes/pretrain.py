@@ -1,4 +1,4 @@
-"""Pretrain a LLaMA-style model from scratch on packed blocks.
+"""Pretrain a LLaMA-style model from scratch, or continue pretraining an existing one, on packed blocks.
 
     accelerate launch --config_file launch/accelerate/zero3.yaml recipes/pretrain.py \
         --config configs/pretrain/tiny.yaml [--learning_rate 1e-3 ...]
@@ -6,7 +6,8 @@
 
 Model preset (configs/model/) + tokenizer -> random-init LlamaForCausalLM (inside DeepSpeed's zero.Init under ZeRO-3,
 so a 7B model never exists whole on one rank) -> memory-mapped packed dataset (recipes/pack.py) -> transformers.Trainer
--> consolidated safetensors in output_dir. Checkpoints every save_steps; `--resume_from_checkpoint latest` continues
+-> consolidated safetensors in output_dir. With `model_name_or_path` the model is loaded instead (sharded under
+ZeRO-3), optionally with only its embeddings trained or as LoRA + embeddings (llm_recipes/continued.py). Checkpoints every save_steps; `--resume_from_checkpoint latest` continues
 from the newest complete one with the same data order.
 """
 
@@ -28,6 +29,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForLa
 
 from llm_recipes.atomic import stop_cleanly_when_disk_full
 from llm_recipes.config import ConfigError, RecipeParser
+from llm_recipes.continued import ContinueArguments, check_continue, load_config, load_pretrained
 from llm_recipes.distributed import exit_skipping_teardown_on_cpu_ranks
 from llm_recipes.model import ModelArguments, build_llama_config
 from llm_recipes.model_info import format_plan, plan
@@ -75,7 +77,7 @@ class PretrainTrainer(RecipeTrainerMixin, Trainer):
 
 
 def make_parser() -> RecipeParser:
-    return RecipeParser((ModelArguments, DataArguments, PretrainConfig))
+    return RecipeParser((ModelArguments, DataArguments, PretrainConfig, ContinueArguments))
 
 
 def load_packed(data_args: DataArguments) -> tuple[datasets.DatasetDict, dict]:
@@ -151,17 +153,19 @@ def build_trainer(model, args: PretrainConfig, tokenizer, packed, block_size: in
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     parser = make_parser()
-    model_args, data_args, args = parser.parse(argv)
+    model_args, data_args, args, cont = parser.parse(argv)
     try:
-        if args.dry_run and not Path(data_args.dataset_path).exists():
+        check_continue(model_args, cont)
+        if args.dry_run and not Path(data_args.dataset_path).exists() and not cont.model_name_or_path:
             return print(format_plan({"preset": model_args.model_preset, **plan_without_data(model_args, args)}))
         packed, stats = load_packed(data_args)
         tokenizer = AutoTokenizer.from_pretrained(data_args.tokenizer_name_or_path or stats["tokenizer"]["name_or_path"])
-        config = build_llama_config(model_args, tokenizer=tokenizer, use_cache=False)  # no KV cache in training
+        config = (load_config(cont, tokenizer) if cont.model_name_or_path else
+                  build_llama_config(model_args, tokenizer=tokenizer, use_cache=False))  # no KV cache in training
         check_compatible(packed, stats, tokenizer, config)
         resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
         train_stats = stats["splits"]["train"]
-        p = {"preset": model_args.model_preset,
+        p = {"preset": cont.model_name_or_path or model_args.model_preset,
              **schedule(args, config, args.dry_run_world_size or args.world_size, train_stats["block_size"],
                         train_stats["packed_tokens"])}
     except (ConfigError, OSError) as e:
@@ -173,7 +177,9 @@ def main(argv: list[str] | None = None) -> None:
     set_seed(args.seed)
     # Built after the TrainingArguments: under ZeRO-3 they have registered DeepSpeed's config, so from_config runs
     # inside zero.Init and every rank only ever allocates its own shard.
-    model = AutoModelForCausalLM.from_config(config, attn_implementation=attention_implementation(data_args.attn_implementation))
+    attn = attention_implementation(data_args.attn_implementation)
+    model = (load_pretrained(cont, config, attn, p["max_steps"]) if cont.model_name_or_path else
+             AutoModelForCausalLM.from_config(config, attn_implementation=attn))
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     if args.activation_checkpointing:
@@ -181,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
 
     trainer = build_trainer(model, args, tokenizer, packed, p["seq_len"])
     if trainer.is_world_process_zero():
-        write_run_info(args.output_dir, model_args, data_args, args, recipe="pretrain")
+        write_run_info(args.output_dir, model_args, data_args, args, cont, recipe="pretrain")
         print(format_plan(p))
     train_and_save(trainer, resume)
     if trainer.is_world_process_zero():

@@ -293,3 +293,90 @@ def test_zero3_two_processes_kill_and_resume(tiny_packed_dir, tmp_path):
     for rank in (0, 1):
         assert_resumed_batches(baseline, killed, before[rank], checkpoint, 20, rank)
     assert_same_losses_and_weights(baseline, killed, checkpoint)
+
+
+# --- continued pretraining (model_name_or_path) -----------------------------------------------------------------------
+
+
+def continue_args(packed_dir, model_dir, out, *extra):
+    return ["--config", str(REPO_ROOT / "configs/pretrain/tiny_continue.yaml"), "--model_name_or_path",
+            str(model_dir), "--dataset_path", str(packed_dir), "--output_dir", str(out), "--report_to", "none",
+            "--per_device_train_batch_size", "8", "--warmup_steps", "2", "--max_steps", "4", "--eval_steps", "4",
+            "--save_steps", "4", "--logging_steps", "1", *extra]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tiny_packed_dir, tmp_path_factory):
+    """A short from-scratch run: the model to continue, with its final held-out loss in the log."""
+    out = tmp_path_factory.mktemp("pretrained") / "run"
+    recipes.pretrain.main(pretrain_args(tiny_packed_dir, out, "--max_steps", "10", "--eval_steps", "10",
+                                        "--save_steps", "10"))
+    return out
+
+
+def test_continued_pretraining_starts_at_the_saved_models_eval_loss(tiny_packed_dir, pretrained, tmp_path):
+    out = tmp_path / "continued"
+    recipes.pretrain.main(continue_args(tiny_packed_dir, pretrained, out))
+    before = [e["eval_loss"] for e in history(pretrained) if "eval_loss" in e][-1]
+    evals = [(e["step"], e["eval_loss"]) for e in history(out) if "eval_loss" in e]
+    assert evals[0][0] == 0 and abs(evals[0][1] - before) < 1e-5, (evals, before)
+    first_lr = next(e["learning_rate"] for e in history(out) if "learning_rate" in e)
+    assert first_lr < 1e-3 / 2  # the schedule is warmed up again, not resumed at its floor
+    assert LlamaForCausalLM.from_pretrained(out).config.vocab_size == LlamaForCausalLM.from_pretrained(
+        pretrained).config.vocab_size
+
+
+def test_train_only_embeddings_freezes_the_body(tiny_packed_dir, pretrained, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "embeddings"
+    recipes.pretrain.main(continue_args(tiny_packed_dir, pretrained, out, "--train_only_embeddings", "true"))
+    start, trained = load_file(pretrained / "model.safetensors"), load_file(out / "model.safetensors")
+    changed = {k for k in start if not torch.equal(start[k], trained[k])}
+    assert changed == {"model.embed_tokens.weight", "lm_head.weight"}, changed
+
+
+def test_lora_continued_pretraining_trains_adapters_and_embeddings(tiny_packed_dir, pretrained, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "lora"
+    recipes.pretrain.main(continue_args(tiny_packed_dir, pretrained, out, "--peft_type", "lora"))
+    saved = load_file(out / "adapter_model.safetensors")
+    assert any("lora_A" in k for k in saved)
+    assert any("embed_tokens" in k for k in saved) and any("lm_head" in k for k in saved)  # modules_to_save
+    assert not (out / "model.safetensors").exists()
+
+
+def test_continued_pretraining_refuses_a_preset_and_a_smaller_vocab(tiny_packed_dir, pretrained, tmp_path, capsys):
+    err = run_recipe_error("pretrain", continue_args(tiny_packed_dir, pretrained, tmp_path / "o", "--model_preset",
+                                                     "tiny"), capsys)
+    assert "model_name_or_path and model_preset both set" in err
+    small = tmp_path / "small"
+    model = LlamaForCausalLM.from_pretrained(pretrained)
+    model.resize_token_embeddings(64)
+    model.save_pretrained(small)
+    err = run_recipe_error("pretrain", continue_args(tiny_packed_dir, small, tmp_path / "o"), capsys)
+    assert f"vocab mismatch: model {small} has vocab_size 64" in err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_zero3_two_processes_continued_pretraining_partitions_and_saves(tiny_packed_dir, pretrained, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "z3"
+    cmd = [*ACCELERATE, "--config_file", str(REPO_ROOT / "launch/accelerate/zero3.yaml"), "--num_processes", "2",
+           "--main_process_port", "29635", str(REPO_ROOT / "recipes/pretrain.py"),
+           *continue_args(tiny_packed_dir, pretrained, out)]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    for rank in (0, 1):
+        line = next(l for l in output.splitlines() if f"[rank {rank}] ZeRO-3 partition" in l)
+        counts = line.split("holds ")[1].split(" parameter")[0].split(" of ")
+        held, total = (int(x.replace(",", "")) for x in counts)
+        assert abs(held / total - 0.5) < 0.01, line
+    before = [e["eval_loss"] for e in history(pretrained) if "eval_loss" in e][-1]
+    first = next(e["eval_loss"] for e in history(out) if "eval_loss" in e)
+    assert abs(first - before) < 1e-4  # the sharded load is the saved model
+    start, trained = load_file(pretrained / "model.safetensors"), load_file(out / "model.safetensors")
+    assert start.keys() == trained.keys() and any(not torch.equal(start[k], trained[k]) for k in start)
