@@ -188,3 +188,14 @@ def format_zero3_rows(rows: list[dict]) -> list[str]:
             f"  {row['per_gpu_bytes'] / gib:8.2f} GiB/GPU  {row['per_cpu_node_bytes'] / gib:8.2f} GiB CPU  offload {offload}"
         )
     return lines
+
+
+def attention_implementation(requested: str) -> str:
+    """`auto`: flash_attention_2 when installed and a GPU is there, else sdpa; anything else as given."""
+    if requested != "auto":
+        return requested
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        return "sdpa"
+    return "flash_attention_2" if torch.cuda.is_available() else "sdpa"

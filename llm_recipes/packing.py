@@ -89,3 +89,23 @@ def count_token(ds: datasets.Dataset, token_id: int) -> int:
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerFast) -> str:
     """sha256 of the serialized tokenizer: pretraining compares it with the one it is given."""
     return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode("utf-8")).hexdigest()
+
+
+class DocumentMaskingCollator:
+    """Causal-LM batches of packed blocks whose documents never attend to each other: `position_ids` restart after
+    every EOS and no attention mask is passed, so transformers builds a block-diagonal causal mask from them (sdpa and
+    eager; flash-attention's varlen kernels read the same boundaries). It holds only without a KV cache, which the
+    recipes turn off in training. Labels are the input ids (the loss shifts them), as in the plain collator."""
+
+    def __init__(self, eos_token_id: int):
+        self.eos_token_id = eos_token_id
+
+    def __call__(self, examples: list[dict]) -> dict:
+        import torch
+
+        input_ids = torch.tensor([ex["input_ids"] for ex in examples], dtype=torch.long)
+        index = torch.arange(input_ids.shape[1]).expand_as(input_ids)
+        starts = torch.zeros_like(input_ids, dtype=torch.bool)
+        starts[:, 1:] = input_ids[:, :-1] == self.eos_token_id  # a document starts after each EOS
+        position_ids = index - torch.where(starts, index, 0).cummax(dim=1).values
+        return {"input_ids": input_ids, "labels": input_ids.clone(), "position_ids": position_ids}

@@ -31,9 +31,9 @@ from llm_recipes.atomic import stop_cleanly_when_disk_full
 from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.continued import ContinueArguments, check_continue, load_config, load_pretrained
 from llm_recipes.distributed import exit_skipping_teardown_on_cpu_ranks
-from llm_recipes.model import ModelArguments, build_llama_config
+from llm_recipes.model import ModelArguments, attention_implementation, build_llama_config
 from llm_recipes.model_info import format_plan, plan
-from llm_recipes.packing import tokenizer_fingerprint
+from llm_recipes.packing import DocumentMaskingCollator, tokenizer_fingerprint
 from llm_recipes.run_info import write_run_info
 from llm_recipes.training import (RecipeTrainerMixin, RecipeTrainingArguments, resolve_resume, setup_trainer,
                                   train_and_save)
@@ -52,6 +52,10 @@ class DataArguments:
     attn_implementation: str = field(
         default="auto", metadata={"help": "auto (flash_attention_2 when installed on a GPU, else sdpa), sdpa, eager."}
     )
+    document_masking: bool = field(
+        default=False,
+        metadata={"help": "Keep the documents of a packed block apart in attention: position_ids restart after every "
+                          "EOS (block-diagonal causal mask; sdpa / eager / flash-attention varlen, no KV cache)."})
 
 
 @dataclass
@@ -106,16 +110,6 @@ def check_compatible(packed, stats: dict, tokenizer, config) -> None:
         raise ConfigError(f"the packed data holds token id {max_id}, beyond the model's vocab_size {config.vocab_size}")
 
 
-def attention_implementation(requested: str) -> str:
-    if requested != "auto":
-        return requested
-    try:
-        import flash_attn  # noqa: F401
-    except ImportError:
-        return "sdpa"
-    return "flash_attention_2" if torch.cuda.is_available() else "sdpa"
-
-
 def schedule(args: PretrainConfig, config, world_size: int, block_size: int, train_tokens: int | None) -> dict:
     """The run's plan (llm_recipes/model_info.py): steps from max_tokens, max_steps or epochs of the packed data."""
     tokens_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * world_size * block_size
@@ -137,14 +131,17 @@ def plan_without_data(model_args: ModelArguments, args: PretrainConfig) -> dict:
     return schedule(args, config, args.dry_run_world_size or args.world_size, config.max_position_embeddings, None)
 
 
-def build_trainer(model, args: PretrainConfig, tokenizer, packed, block_size: int) -> PretrainTrainer:
+def build_trainer(model, args: PretrainConfig, tokenizer, packed, block_size: int,
+                  document_masking: bool = False) -> PretrainTrainer:
     """The recipe's trainer (also what benchmarks/pretrain_step.py times)."""
+    collator = (DocumentMaskingCollator(tokenizer.eos_token_id) if document_masking else
+                DataCollatorForLanguageModeling(tokenizer, mlm=False))  # labels = input_ids (shifted in the loss)
     trainer = PretrainTrainer(
         model=model,
         args=args,
         train_dataset=packed["train"],
         eval_dataset=packed["validation"] if "validation" in packed and len(packed["validation"]) else None,
-        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),  # labels = input_ids (shifted in the loss)
+        data_collator=collator,
         processing_class=tokenizer,
     )
     return setup_trainer(trainer, seq_len=block_size, peak_tflops=args.peak_tflops_per_device)
@@ -185,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.activation_checkpointing:
         model.config.use_cache = False
 
-    trainer = build_trainer(model, args, tokenizer, packed, p["seq_len"])
+    trainer = build_trainer(model, args, tokenizer, packed, p["seq_len"], data_args.document_masking)
     if trainer.is_world_process_zero():
         write_run_info(args.output_dir, model_args, data_args, args, cont, recipe="pretrain")
         print(format_plan(p))

@@ -380,3 +380,29 @@ def test_zero3_two_processes_continued_pretraining_partitions_and_saves(tiny_pac
     assert abs(first - before) < 1e-4  # the sharded load is the saved model
     start, trained = load_file(pretrained / "model.safetensors"), load_file(out / "model.safetensors")
     assert start.keys() == trained.keys() and any(not torch.equal(start[k], trained[k]) for k in start)
+
+
+@pytest.mark.parametrize("document_masking", [True, False], ids=["masked", "plain"])
+def test_document_masking_keeps_packed_documents_apart(document_masking, tiny_packed_dir, tmp_path):
+    """The recipe's collator on a real packed block: with the switch, the second document's logits equal its logits
+    run alone (1e-5); without it they differ (it sees the first document), so the test can fail."""
+    import datasets
+
+    model_args, data_args, args, _ = recipes.pretrain.make_parser().parse(pretrain_args(tiny_packed_dir, tmp_path))
+    packed = datasets.load_from_disk(str(tiny_packed_dir))
+    tokenizer = AutoTokenizer.from_pretrained(json.loads((tiny_packed_dir / "stats.json").read_text())
+                                              ["tokenizer"]["name_or_path"])
+    eos = tokenizer.eos_token_id
+    block = next(b for b in packed["train"]["input_ids"] if eos in b[8:-16])  # a boundary well inside the block
+    cut = block.index(eos, 8) + 1
+    torch.manual_seed(0)
+    config = build_llama_config(model_args, tokenizer=tokenizer, use_cache=False)
+    model = LlamaForCausalLM._from_config(config, attn_implementation="sdpa").eval()
+    trainer = recipes.pretrain.build_trainer(model, args, tokenizer, packed, len(block), document_masking)
+    batch = trainer.data_collator([{"input_ids": block}])
+    batch.pop("labels")
+    with torch.no_grad():
+        packed_logits = model(**batch).logits[0, cut:]
+        alone = model(torch.tensor([block[cut:]])).logits[0]
+    same = torch.allclose(packed_logits, alone, atol=1e-5)
+    assert same == document_masking, (packed_logits - alone).abs().max()
