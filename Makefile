@@ -36,7 +36,7 @@ TO ?= $(CKPT)-consolidated
 
 export DATA_DIR
 
-.PHONY: help install test test-fast demo clean model-info data tokenizer pack pretrain consolidate sft dpo merge-lora classify eval \
+.PHONY: help install test test-fast demo clean model-info data tokenizer extend-tokenizer pack pretrain consolidate sft dpo merge-lora classify eval \
 	export push vllm-venv
 
 help: ## list the targets
@@ -67,6 +67,9 @@ data: install ## clean, filter, dedup and split the raw corpus (CONFIG=configs/d
 
 tokenizer: install ## train the byte-level BPE tokenizer + report (CONFIG=configs/tokenizer/tiny.yaml)
 	$(PY) recipes/train_tokenizer.py --config $(or $(CONFIG),configs/tokenizer/tiny.yaml) $(ARGS)
+
+extend-tokenizer: install ## add a new language's tokens to a byte-level BPE, old ids unchanged (CONFIG=configs/tokenizer/extend_zh.yaml)
+	$(PY) recipes/extend_tokenizer.py --config $(or $(CONFIG),configs/tokenizer/extend_zh.yaml) $(ARGS)
 
 pack: install ## tokenize + pack the corpus into fixed-length blocks (CONFIG=configs/pack/tiny.yaml)
 	$(PY) recipes/pack.py --config $(or $(CONFIG),configs/pack/tiny.yaml) $(ARGS)

@@ -9,10 +9,13 @@ runtimes disagree on un-normalised input.
 
 from __future__ import annotations
 
+import copy
+import json
 from collections.abc import Iterator
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from llm_recipes.config import ConfigError
 
@@ -157,3 +160,67 @@ def load_chat_tokenizer(name: str, revision: str | None = None, trust_remote_cod
     if template_path is None and not tokenizer.chat_template:
         raise ConfigError(f"tokenizer {name} has no chat template: train one with make tokenizer (ChatML), or {hint}")
     return tokenizer
+
+
+# --- vocabulary extension (Chinese-LLaMA's path, for byte-level BPE) --------------------------------------------------
+
+
+CJK_LEAD_BYTES = set(range(0xE3, 0xEA)) | {0xEF}  # UTF-8 lead bytes of U+3000-U+9FFF and U+F000-U+FFFF
+
+
+def _pretokenizer_types(node: dict | None) -> list[str]:
+    if not node:
+        return []
+    return [node["type"], *(t for child in node.get("pretokenizers", []) for t in _pretokenizer_types(child))]
+
+
+def check_byte_level_bpe(tokenizer, name: str) -> dict:
+    """The tokenizer.json of a byte-level BPE, or one clear line on why another kind cannot be extended here."""
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    kind = spec["model"]["type"]
+    if kind != "BPE" or spec["model"].get("byte_fallback") or "ByteLevel" not in _pretokenizer_types(
+            spec.get("pre_tokenizer")):
+        described = "SentencePiece-style BPE with byte fallback" if kind == "BPE" else kind
+        raise ConfigError(f"base tokenizer {name} is {described}: only byte-level BPE (GPT-2, Llama 3, Qwen, this "
+                          "repo's) is extended here, where new merges over the same 256-byte alphabet leave every old "
+                          "id and merge in place; SentencePiece / Unigram vocabularies (Llama 2, Mistral) need "
+                          "sentencepiece's own model merge")
+    return spec
+
+
+def extend_bpe(base, batches: Iterator[list[str]], vocab_size: int, min_frequency: int, length: int | None,
+               name: str = "base") -> tuple[PreTrainedTokenizerFast, list[dict]]:
+    """Train a BPE of `vocab_size` on the new corpus with the base's own pipeline, then append its merges whose
+    result is new to the base (ids after every existing one, merges after every existing one: lowest priority).
+
+    Only merges whose token starts with the lead byte of a CJK character (U+3000-U+9FFF: CJK punctuation, kana, Han;
+    U+F000-U+FFFF: compatibility and fullwidth forms) and holds no ASCII byte are kept. A kept merge can only fire
+    where such a character is, so text without one (English, including its curly quotes and dashes) encodes exactly
+    as before, id for id; a merge whose pieces were left out never fires either. Returns the extended tokenizer and,
+    per new token, its id and the base ids it split into (the embedding rows it starts as the mean of).
+    """
+    spec = check_byte_level_bpe(base, name)
+    trained = json.loads(base.train_new_from_iterator(batches, vocab_size=vocab_size, length=length,
+                                                      min_frequency=min_frequency).backend_tokenizer.to_str())
+    vocab = dict(spec["model"]["vocab"])
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in spec["model"]["merges"]]
+    byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
+    next_id = max([*vocab.values(), *(t["id"] for t in spec.get("added_tokens", []))]) + 1
+    added = []
+    for merge in trained["model"]["merges"]:
+        left, right = merge.split(" ") if isinstance(merge, str) else merge
+        token = left + right
+        if token in vocab or left not in vocab or right not in vocab:
+            continue
+        if byte_of[token[0]] not in CJK_LEAD_BYTES or any(byte_of[c] < 0x80 for c in token):
+            continue
+        pieces = [t.id for t in base.backend_tokenizer.model.tokenize(token)]
+        vocab[token] = next_id
+        merges.append((left, right))
+        added.append({"id": next_id, "token": token, "base_pieces": pieces})
+        next_id += 1
+    spec["model"]["vocab"] = vocab
+    spec["model"]["merges"] = [list(m) for m in merges]
+    extended = copy.deepcopy(base)
+    extended._tokenizer = Tokenizer.from_str(json.dumps(spec))
+    return extended, added

@@ -25,6 +25,7 @@ FILES = {
     "one_label.csv": "text,label\ngood,1\nfine,1\nnice,1\n",
     "odd_label.csv": "text,label\ngood,positive\nbad,meh\n",
     "empty_text.csv": "text,label\ngood,1\n   ,0\nbad,0\n",
+    "english.txt": "Plain English text, without a single Chinese character in it.\n" * 20,
     "same_answers.json": json.dumps([{"prompt": "Say hi", "chosen": "hi", "rejected": "hi"}]),
 }
 
@@ -56,6 +57,8 @@ CASES = [
     ("pack", ["--config", "{tmp}/wrong_type.yaml", "--train_sources", "x.jsonl", *pack("{tok}")],
      "key 'block_size' has value 'sixty-four' (str); expected int"),
     ("train_tokenizer", ["--train_sources", "{tmp}/latin1.txt", "--output_dir", "{out}"], "not UTF-8"),
+    ("extend_tokenizer", ["--base_tokenizer_name_or_path", "{tok}", "--train_sources", "{tmp}/english.txt",
+                          "--output_dir", "{out}"], "the extension corpus adds no token"),
     ("train_tokenizer", ["--train_sources", "{tmp}/truncated.jsonl", "--output_dir", "{out}", "--vocab_size", "100"],
      "vocab_size"),
     ("pretrain", ["--model_preset", "tiny", "--dataset_path", "{tmp}/missing", "--output_dir", "{out}",
@@ -160,4 +163,4 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(entry, argv, expected, 
 def test_every_entry_point_is_in_the_table():
     recipes = {p.stem for p in (REPO_ROOT / "recipes").glob("*.py") if not p.name.startswith("_")}
     assert recipes | {"data_prep"} == {entry for entry, _, _ in CASES}
-    assert len(CASES) >= 30
+    assert len(CASES) >= 31
