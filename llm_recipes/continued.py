@@ -10,16 +10,20 @@ head, or LoRA adapters with both of them trained in full (`modules_to_save`), me
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 import torch
 from peft import get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM
+from transformers.integrations import is_deepspeed_zero3_enabled
 
 from llm_recipes.adapters import PeftArguments, peft_config
 from llm_recipes.config import ConfigError
-from llm_recipes.model import SHAPE_FIELDS
+from llm_recipes.model import SHAPE_FIELDS, round_up
 from llm_recipes.training import parameter_counts
 
 logger = logging.getLogger(__name__)
@@ -56,22 +60,57 @@ def check_continue(model_args, cont: ContinueArguments) -> None:
         raise ConfigError("train_only_embeddings and peft_type both set: choose frozen-body training or adapters")
 
 
-def load_config(cont: ContinueArguments, tokenizer):
-    """The model's own config, checked against the tokenizer; no KV cache in training."""
+def extension_of(tokenizer) -> dict | None:
+    """What recipes/extend_tokenizer.py recorded beside an extended tokenizer (None for any other tokenizer)."""
+    path = Path(tokenizer.name_or_path) / "extension.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load_config(cont: ContinueArguments, tokenizer, pad_to: int = 64):
+    """The model's config as it will train: checked against the tokenizer, its vocab_size grown for an extended
+    tokenizer (to a multiple of `pad_to`), no KV cache."""
     try:
         config = AutoConfig.from_pretrained(cont.model_name_or_path, use_cache=False)
     except (OSError, ValueError) as e:
         raise ConfigError(f"model_name_or_path {cont.model_name_or_path}: {str(e).splitlines()[0]}") from None
-    if len(tokenizer) > config.vocab_size:
+    extension = extension_of(tokenizer)
+    if len(tokenizer) > config.vocab_size and not (extension and extension["base_vocab_size"] <= config.vocab_size):
         raise ConfigError(f"vocab mismatch: model {cont.model_name_or_path} has vocab_size {config.vocab_size}, the "
-                          f"tokenizer {len(tokenizer)} tokens (an extended tokenizer needs its embeddings resized)")
+                          f"tokenizer {len(tokenizer)} tokens, and it is no extension of the model's tokenizer "
+                          "(make extend-tokenizer writes extension.json, from which the new rows are initialised)")
+    if len(tokenizer) > config.vocab_size:
+        config.vocab_size = round_up(len(tokenizer), pad_to)
     return config
 
 
-def load_pretrained(cont: ContinueArguments, config, attn_implementation: str, total_steps: int):
-    """The weights (fp32 master copy; bf16 comes from the Trainer's autocast), frozen or wrapped as the mode says."""
-    model = AutoModelForCausalLM.from_pretrained(cont.model_name_or_path, config=config, dtype=torch.float32,
+def resize_for_extension(model, extension: dict, vocab_size: int) -> None:
+    """Grow the input embedding and the LM head to `vocab_size` rows; each new token's rows start as the mean of the
+    rows of the base tokens it used to split into (it then predicts and reads like its pieces on average), not at
+    random. Under ZeRO-3 the rows are gathered for the edit and partitioned again."""
+    model.resize_token_embeddings(vocab_size, mean_resizing=False)
+    weights = [model.get_input_embeddings().weight]
+    if model.get_output_embeddings() is not None and not model.config.tie_word_embeddings:
+        weights.append(model.get_output_embeddings().weight)
+    gathered = contextlib.nullcontext()
+    if is_deepspeed_zero3_enabled():
+        import deepspeed
+
+        gathered = deepspeed.zero.GatheredParameters(weights, modifier_rank=0)
+    with gathered, torch.no_grad():
+        for weight in weights:
+            for entry in extension["added"]:
+                weight[entry["id"]] = weight[entry["base_pieces"]].mean(dim=0)
+    logger.info("embeddings resized to %d rows; %d new tokens start as the mean of their base pieces", vocab_size,
+                len(extension["added"]))
+
+
+def load_pretrained(cont: ContinueArguments, config, attn_implementation: str, total_steps: int, tokenizer):
+    """The weights (fp32 master copy; bf16 comes from the Trainer's autocast), the embeddings grown to `config`'s
+    vocab_size for an extended tokenizer, then frozen or wrapped as the mode says."""
+    model = AutoModelForCausalLM.from_pretrained(cont.model_name_or_path, dtype=torch.float32, use_cache=False,
                                                  attn_implementation=attn_implementation)
+    if model.config.vocab_size < config.vocab_size:
+        resize_for_extension(model, extension_of(tokenizer), config.vocab_size)
     if cont.train_only_embeddings:
         for name, param in model.named_parameters():
             param.requires_grad = any(part in name.split(".") for part in EMBEDDINGS)

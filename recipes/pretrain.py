@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
             return print(format_plan({"preset": model_args.model_preset, **plan_without_data(model_args, args)}))
         packed, stats = load_packed(data_args)
         tokenizer = AutoTokenizer.from_pretrained(data_args.tokenizer_name_or_path or stats["tokenizer"]["name_or_path"])
-        config = (load_config(cont, tokenizer) if cont.model_name_or_path else
+        config = (load_config(cont, tokenizer, model_args.pad_vocab_to_multiple_of) if cont.model_name_or_path else
                   build_llama_config(model_args, tokenizer=tokenizer, use_cache=False))  # no KV cache in training
         check_compatible(packed, stats, tokenizer, config)
         resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     # Built after the TrainingArguments: under ZeRO-3 they have registered DeepSpeed's config, so from_config runs
     # inside zero.Init and every rank only ever allocates its own shard.
     attn = attention_implementation(data_args.attn_implementation)
-    model = (load_pretrained(cont, config, attn, p["max_steps"]) if cont.model_name_or_path else
+    model = (load_pretrained(cont, config, attn, p["max_steps"], tokenizer) if cont.model_name_or_path else
              AutoModelForCausalLM.from_config(config, attn_implementation=attn))
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id

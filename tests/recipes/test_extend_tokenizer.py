@@ -84,3 +84,96 @@ def test_a_tokenizer_that_is_not_byte_level_bpe_is_refused(data_dir, tmp_path, c
                                                 str(tmp_path / "o"), "--train_sources",
                                                 str(data_dir / "chinese_poetry/lunyu.json")], capsys)
     assert "is Unigram: only byte-level BPE" in err and not (tmp_path / "o").exists()
+
+
+# --- the model side: embeddings grown with mean-initialised rows, then continued pretraining -------------------------
+
+
+@pytest.fixture(scope="module")
+def english_model(english_base, tmp_path_factory):
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from llm_recipes.model import ModelArguments, build_llama_config
+
+    out = tmp_path_factory.mktemp("en-model") / "model"
+    tokenizer = AutoTokenizer.from_pretrained(english_base)
+    torch.manual_seed(0)
+    LlamaForCausalLM(build_llama_config(ModelArguments(model_preset="tiny"), tokenizer=tokenizer)).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def test_new_embedding_rows_start_as_the_mean_of_their_pieces(english_model, extended):
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from llm_recipes.continued import resize_for_extension
+
+    model = LlamaForCausalLM.from_pretrained(english_model)
+    before_in, before_out = (w.detach().clone() for w in (model.get_input_embeddings().weight,
+                                                          model.get_output_embeddings().weight))
+    extension = json.loads((extended / "extension.json").read_text())
+    size = len(AutoTokenizer.from_pretrained(extended))
+    resize_for_extension(model, extension, -(-size // 64) * 64)
+    assert model.config.vocab_size % 64 == 0 and model.config.vocab_size >= size
+    after_in, after_out = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    assert torch.equal(after_in[:len(before_in)], before_in) and torch.equal(after_out[:len(before_out)], before_out)
+    for entry in extension["added"][::53]:
+        pieces = entry["base_pieces"]
+        assert torch.allclose(after_in[entry["id"]], before_in[pieces].mean(dim=0), atol=1e-7)
+        assert torch.allclose(after_out[entry["id"]], before_out[pieces].mean(dim=0), atol=1e-7)
+
+
+def test_continued_pretraining_on_data_packed_with_the_extended_tokenizer(english_model, extended, data_dir, tmp_path):
+    import recipes.pack
+    import recipes.pretrain
+    from transformers import LlamaForCausalLM
+
+    from testkit import REPO_ROOT
+
+    config = tmp_path / "pack.yaml"
+    config.write_text(yaml.safe_dump({"train_sources": sources(data_dir, ZH)}))
+    recipes.pack.main(["--config", str(config), "--tokenizer_name_or_path", str(extended), "--output_dir",
+                       str(tmp_path / "packed"), "--block_size", "64", "--max_documents", "400"])
+    out = tmp_path / "continued"
+    recipes.pretrain.main(["--config", str(REPO_ROOT / "configs/pretrain/tiny_continue.yaml"), "--model_name_or_path",
+                           str(english_model), "--dataset_path", str(tmp_path / "packed"), "--output_dir", str(out),
+                           "--report_to", "none", "--max_steps", "4", "--eval_steps", "4", "--save_steps", "4",
+                           "--per_device_train_batch_size", "8", "--warmup_steps", "2"])
+    saved = LlamaForCausalLM.from_pretrained(out)
+    assert saved.config.vocab_size == -(-len(AutoTokenizer.from_pretrained(extended)) // 64) * 64
+    assert len(AutoTokenizer.from_pretrained(out)) == len(AutoTokenizer.from_pretrained(extended))
+
+
+@pytest.mark.slow
+def test_zero3_two_processes_grow_the_embeddings_and_save(english_model, extended, data_dir, tmp_path):
+    """Under ZeRO-3 the model loads sharded; the rows are gathered for the mean init and the saved model has them."""
+    import subprocess
+    import sys
+
+    import torch
+    from safetensors.torch import load_file
+
+    import recipes.pack
+    from testkit import REPO_ROOT
+
+    config = tmp_path / "pack.yaml"
+    config.write_text(yaml.safe_dump({"train_sources": sources(data_dir, ZH)}))
+    recipes.pack.main(["--config", str(config), "--tokenizer_name_or_path", str(extended), "--output_dir",
+                       str(tmp_path / "packed"), "--block_size", "64", "--max_documents", "400"])
+    out = tmp_path / "z3"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(REPO_ROOT / "launch/accelerate/zero3.yaml"), "--num_processes", "2", "--main_process_port", "29641",
+           str(REPO_ROOT / "recipes/pretrain.py"), "--config", str(REPO_ROOT / "configs/pretrain/tiny_continue.yaml"),
+           "--model_name_or_path", str(english_model), "--dataset_path", str(tmp_path / "packed"), "--output_dir",
+           str(out), "--report_to", "none", "--max_steps", "2", "--eval_steps", "2", "--save_steps", "2",
+           "--per_device_train_batch_size", "4", "--warmup_steps", "1", "--train_only_embeddings", "true",
+           "--learning_rate", "1e-12"]  # (almost) no update: the saved rows are still the initial ones
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "[rank 1] ZeRO-3 partition" in proc.stdout + proc.stderr
+    saved, start = load_file(out / "model.safetensors"), load_file(english_model / "model.safetensors")
+    entry = json.loads((extended / "extension.json").read_text())["added"][7]
+    for key in ("model.embed_tokens.weight", "lm_head.weight"):
+        assert torch.allclose(saved[key][entry["id"]], start[key][entry["base_pieces"]].mean(dim=0), atol=1e-5)
