@@ -36,17 +36,21 @@ class TextSource:
     sample_by: str = "line"  # .txt files only: one document per line, per blank-line paragraph, or per file
     name: str | None = None  # Hub dataset config name
     split: str = "train"  # Hub dataset split
+    weight: float | None = None  # share of the packed training tokens (make pack), e.g. 0.2 of English replayed
 
     def __post_init__(self):
         if self.sample_by not in ("line", "paragraph", "document"):
             raise ConfigError(f"source {self.path}: sample_by must be line, paragraph or document, not {self.sample_by!r}")
+        if self.weight is not None and not self.weight > 0:
+            raise ConfigError(f"source {self.path}: weight must be > 0, got {self.weight}")
 
 
 @dataclass
 class CorpusArguments:
     train_sources: list[TextSource] = field(
         default_factory=list,
-        metadata={"help": "Training sources: a list of {path, text_column, sample_by, name, split} mappings."},
+        metadata={"help": "Training sources: a list of {path, text_column, sample_by, name, split, weight} mappings "
+                          "(weight: the source's share of the packed training tokens; set for every source or none)."},
     )
     validation_sources: list[TextSource] = field(
         default_factory=list,
@@ -63,6 +67,15 @@ class CorpusArguments:
     def __post_init__(self):
         for key in ("train_sources", "validation_sources"):
             setattr(self, key, parse_source_list(getattr(self, key), TextSource, key))
+        weights = [s.weight for s in self.train_sources]
+        if any(w is not None for w in weights) and any(w is None for w in weights):
+            raise ConfigError("train_sources: set `weight` for every source of the mixture or for none")
+        if any(s.weight is not None for s in self.validation_sources):
+            raise ConfigError("validation_sources take no weight: held-out text is scored as it is")
+
+    @property
+    def weighted(self) -> bool:
+        return bool(self.train_sources) and self.train_sources[0].weight is not None
         if not 0 <= self.validation_split_size < 1:
             raise ConfigError(f"validation_split_size must be in [0, 1), got {self.validation_split_size}")
 
@@ -174,15 +187,18 @@ def _is_nonempty(batch: dict) -> list[bool]:
 
 
 def load_corpus(args: CorpusArguments) -> tuple[datasets.DatasetDict, dict[str, CorpusStats]]:
-    """Train and validation splits with a `text` column, empty documents removed and counted per split."""
+    """Train and validation splits with a `text` column (plus `source` for a weighted mixture), empty documents
+    removed and counted per split."""
     if not args.train_sources:
         raise ConfigError("train_sources is empty: list at least one source")
 
-    def combine(sources: list[TextSource]) -> datasets.Dataset:
+    def combine(sources: list[TextSource], tag: bool = False) -> datasets.Dataset:
         parts = [load_source(s) for s in sources]
+        if tag:  # a weighted mixture: which source each document came from (its index in train_sources)
+            parts = [ds.add_column("source", [i] * len(ds)) for i, ds in enumerate(parts)]
         return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
 
-    train = combine(args.train_sources)
+    train = combine(args.train_sources, tag=args.weighted)
     if args.max_documents is not None:
         train = train.select(range(min(args.max_documents, len(train))))
     if args.validation_sources:

@@ -109,3 +109,28 @@ class DocumentMaskingCollator:
         starts[:, 1:] = input_ids[:, :-1] == self.eos_token_id  # a document starts after each EOS
         position_ids = index - torch.where(starts, index, 0).cummax(dim=1).values
         return {"input_ids": input_ids, "labels": input_ids.clone(), "position_ids": position_ids}
+
+
+def mix_by_weight(tokens: datasets.Dataset, sources: list[int], weights: list[float],
+                  seed: int) -> tuple[list[int], list[dict]]:
+    """The documents of a weighted mixture: each source gets `weight` (normalised) of the tokens, the mixture as large
+    as it can be without repeating a document (the rule of TRL's dataset mixtures). Documents are drawn in a seeded
+    order within each source, then all interleaved, so blocks mix the sources. Returns the row indices and, per
+    source, the documents and tokens taken and the realised token share."""
+    lengths = pc.list_value_length(tokens.data.column("input_ids")).to_numpy()
+    sources = np.asarray(sources)
+    shares = np.asarray(weights, dtype=float) / sum(weights)
+    available = np.array([lengths[sources == i].sum() for i in range(len(weights))], dtype=float)
+    total = min(available / shares)
+    rng = np.random.default_rng(seed)
+    picked, report = [], []
+    for i, share in enumerate(shares):
+        rows = rng.permutation(np.flatnonzero(sources == i))
+        take = rows[: int(np.searchsorted(np.cumsum(lengths[rows]), share * total, side="right"))]
+        picked.append(take)
+        report.append({"source": i, "weight": float(weights[i]), "documents": len(take),
+                       "tokens": int(lengths[take].sum()), "available_tokens": int(available[i])})
+    taken = sum(r["tokens"] for r in report)
+    for r in report:
+        r["share"] = round(r["tokens"] / max(taken, 1), 4)
+    return rng.permutation(np.concatenate(picked)).tolist(), report

@@ -4,7 +4,8 @@
 
 Output folder: a `datasets.DatasetDict` (train, validation) saved with `save_to_disk` (`input_ids` only, no padding;
 load it with `datasets.load_from_disk`), `stats.json` (documents, tokens, blocks, dropped tail tokens, real-token
-share), resolved_config.yaml and run_info.json. Re-running on the same input reuses the `datasets` cache.
+share; for train sources with `weight`, the documents and tokens each source gave and its realised token share),
+resolved_config.yaml and run_info.json. Re-running on the same input reuses the `datasets` cache.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from transformers import AutoTokenizer
 from llm_recipes.atomic import publish_dir, stop_cleanly_when_disk_full
 from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.corpus import CorpusArguments, load_corpus
-from llm_recipes.packing import count_token, count_tokens, pack, tokenize, tokenizer_fingerprint
+from llm_recipes.packing import count_token, count_tokens, mix_by_weight, pack, tokenize, tokenizer_fingerprint
 from llm_recipes.run_info import write_run_info
 
 logger = logging.getLogger("pack")
@@ -62,6 +63,13 @@ def main(argv: list[str] | None = None) -> dict:
     packed, stats = {}, {}
     for name, docs in splits.items():
         tokens = tokenize(docs, tokenizer, args.tokenize_batch_size, num_proc, desc=name)
+        mixture = None
+        if name == "train" and corpus_args.weighted:  # sample the documents to the weights, then pack
+            rows, mixture = mix_by_weight(tokens, docs["source"], [s.weight for s in corpus_args.train_sources],
+                                          corpus_args.seed)
+            for entry in mixture:
+                entry["source"] = corpus_args.train_sources[entry["source"]].path
+            tokens = tokens.select(rows).flatten_indices()  # count_tokens reads the Arrow table itself
         blocks = pack(tokens, args.block_size, args.pack_batch_size, num_proc, desc=name)
         n_tokens = count_tokens(tokens)
         n_blocks = len(blocks)
@@ -76,6 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
             "dropped_tail_tokens": n_tokens - n_blocks * args.block_size,
             "real_token_share": 1.0 - pads / max(n_blocks * args.block_size, 1),
             "fingerprint": blocks._fingerprint,
+            **({"mixture": mixture} if mixture else {}),
         }
         if n_blocks == 0:
             logger.warning("split %s has %d tokens: fewer than one %d-token block", name, n_tokens, args.block_size)

@@ -176,3 +176,36 @@ def test_killed_runs_never_look_complete_and_a_rerun_is_byte_identical(tmp_path,
         proc = start(out, cache)
         assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
         assert files(out) == files(baseline), f"rerun after a kill at {fraction} of the run differs"
+
+
+def test_weighted_mixture_realises_the_token_shares_without_repeating_a_document(tmp_path, real_docs,
+                                                                                  tiny_tokenizer_dir):
+    """Chinese with 20 % English replayed: the realised token shares (stats.json) match the weights to a document's
+    worth, the scarcer source bounds the mixture, and no document is packed twice."""
+    import yaml
+
+    en = write_jsonl(tmp_path / "en.jsonl", [d for d in real_docs[::2] if d.strip()])
+    zh = write_jsonl(tmp_path / "zh.jsonl", [d for d in real_docs[1::2] if d.strip()])
+    config = tmp_path / "mix.yaml"
+    config.write_text(yaml.safe_dump({"train_sources": [{"path": str(zh), "weight": 0.8},
+                                                        {"path": str(en), "weight": 0.2}]}))
+    out = tmp_path / "mixed"
+    summary = recipes.pack.main(["--config", str(config), "--tokenizer_name_or_path", str(tiny_tokenizer_dir),
+                                 "--output_dir", str(out), "--block_size", "64", "--num_proc", "2"])
+    mixture = summary["splits"]["train"]["mixture"]
+    assert [m["source"] for m in mixture] == [str(zh), str(en)]
+    assert abs(mixture[0]["share"] - 0.8) < 0.02 and abs(mixture[1]["share"] - 0.2) < 0.02
+    scarce = min(mixture, key=lambda m: m["available_tokens"] / m["weight"])
+    assert scarce["tokens"] > 0.95 * scarce["available_tokens"]  # the limiting source is (nearly) all used
+    assert sum(m["tokens"] for m in mixture) == summary["splits"]["train"]["tokens"]
+    assert json.loads((out / "stats.json").read_text())["splits"]["train"]["mixture"] == mixture
+
+
+def test_weights_for_some_sources_only_are_refused(tmp_path, tiny_tokenizer_dir, capsys):
+    import yaml
+
+    config = tmp_path / "mix.yaml"
+    config.write_text(yaml.safe_dump({"train_sources": [{"path": "a.jsonl", "weight": 0.8}, {"path": "b.jsonl"}]}))
+    err = run_recipe_error("pack", ["--config", str(config), "--tokenizer_name_or_path", str(tiny_tokenizer_dir),
+                                    "--output_dir", str(tmp_path / "o")], capsys)
+    assert "set `weight` for every source of the mixture or for none" in err
