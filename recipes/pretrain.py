@@ -27,7 +27,7 @@ import torch
 from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer,
                           TrainingArguments, set_seed)
 
-from llm_recipes.atomic import stop_cleanly_when_disk_full
+from llm_recipes.atomic import atomic_write_text, stop_cleanly_when_disk_full
 from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.continued import ContinueArguments, check_continue, load_config, load_pretrained
 from llm_recipes.distributed import exit_skipping_teardown_on_cpu_ranks
@@ -185,6 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     trainer = build_trainer(model, args, tokenizer, packed, p["seq_len"], data_args.document_masking)
     if trainer.is_world_process_zero():
         write_run_info(args.output_dir, model_args, data_args, args, cont, recipe="pretrain")
+        # the packed data's stats: tokens per split and, for a weighted mixture, each source's realised share
+        atomic_write_text(Path(args.output_dir) / "data_stats.json", json.dumps(stats, indent=2) + "\n")
         print(format_plan(p))
     train_and_save(trainer, resume)
     if trainer.is_world_process_zero():

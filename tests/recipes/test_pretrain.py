@@ -11,6 +11,7 @@ import torch
 from transformers import AutoTokenizer, LlamaForCausalLM, Trainer
 
 import recipes.export
+import recipes.merge_lora
 import recipes.pretrain
 from testkit import (PLANTED_ENV, REPO_ROOT, assert_resumed_at, assert_resumed_batches, data_order,
                      kill_during_evaluation, kill_once_exists, kill_when, newest_checkpoint_step, pretrain_args, run_recipe_error,
@@ -319,6 +320,7 @@ def test_continued_pretraining_starts_at_the_saved_models_eval_loss(tiny_packed_
     recipes.pretrain.main(continue_args(tiny_packed_dir, pretrained, out))
     before = [e["eval_loss"] for e in history(pretrained) if "eval_loss" in e][-1]
     evals = [(e["step"], e["eval_loss"]) for e in history(out) if "eval_loss" in e]
+    assert json.loads((out / "data_stats.json").read_text())["splits"]["train"]["tokens"] > 0
     assert evals[0][0] == 0 and abs(evals[0][1] - before) < 1e-5, (evals, before)
     first_lr = next(e["learning_rate"] for e in history(out) if "learning_rate" in e)
     assert first_lr < 1e-3 / 2  # the schedule is warmed up again, not resumed at its floor
@@ -345,6 +347,10 @@ def test_lora_continued_pretraining_trains_adapters_and_embeddings(tiny_packed_d
     assert any("lora_A" in k for k in saved)
     assert any("embed_tokens" in k for k in saved) and any("lm_head" in k for k in saved)  # modules_to_save
     assert not (out / "model.safetensors").exists()
+    recipes.merge_lora.main(["--adapter_dir", str(out), "--output_dir", str(tmp_path / "merged")])
+    merged, start = load_file(tmp_path / "merged" / "model.safetensors"), load_file(pretrained / "model.safetensors")
+    assert merged.keys() == start.keys()
+    assert all(not torch.equal(merged[k], start[k]) for k in ("model.embed_tokens.weight", "lm_head.weight"))
 
 
 def test_continued_pretraining_refuses_a_preset_and_a_smaller_vocab(tiny_packed_dir, pretrained, tmp_path, capsys):
