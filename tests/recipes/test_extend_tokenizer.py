@@ -1,12 +1,18 @@
 import json
+import subprocess
+import sys
 
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 from tokenizers import Tokenizer, models
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerFast
 
 import recipes.extend_tokenizer
-from testkit import run_recipe_error
+import recipes.pack
+import recipes.pretrain
+from testkit import REPO_ROOT, run_recipe_error
 from llm_recipes.corpus import CorpusArguments, load_corpus
 from llm_recipes.tokenizer import train_bpe, wrap
 
@@ -91,9 +97,6 @@ def test_a_tokenizer_that_is_not_byte_level_bpe_is_refused(data_dir, tmp_path, c
 
 @pytest.fixture(scope="module")
 def english_model(english_base, tmp_path_factory):
-    import torch
-    from transformers import LlamaForCausalLM
-
     from llm_recipes.model import ModelArguments, build_llama_config
 
     out = tmp_path_factory.mktemp("en-model") / "model"
@@ -105,9 +108,6 @@ def english_model(english_base, tmp_path_factory):
 
 
 def test_new_embedding_rows_start_as_the_mean_of_their_pieces(english_model, extended):
-    import torch
-    from transformers import LlamaForCausalLM
-
     from llm_recipes.continued import resize_for_extension
 
     model = LlamaForCausalLM.from_pretrained(english_model)
@@ -125,51 +125,39 @@ def test_new_embedding_rows_start_as_the_mean_of_their_pieces(english_model, ext
         assert torch.allclose(after_out[entry["id"]], before_out[pieces].mean(dim=0), atol=1e-7)
 
 
-def test_continued_pretraining_on_data_packed_with_the_extended_tokenizer(english_model, extended, data_dir, tmp_path):
-    import recipes.pack
-    import recipes.pretrain
-    from transformers import LlamaForCausalLM
+@pytest.fixture(scope="module")
+def packed_zh(extended, data_dir, tmp_path_factory):
+    work = tmp_path_factory.mktemp("packed-zh")
+    (work / "pack.yaml").write_text(yaml.safe_dump({"train_sources": sources(data_dir, ZH)}))
+    recipes.pack.main(["--config", str(work / "pack.yaml"), "--tokenizer_name_or_path", str(extended),
+                       "--output_dir", str(work / "packed"), "--block_size", "64", "--max_documents", "400"])
+    return work / "packed"
 
-    from testkit import REPO_ROOT
 
-    config = tmp_path / "pack.yaml"
-    config.write_text(yaml.safe_dump({"train_sources": sources(data_dir, ZH)}))
-    recipes.pack.main(["--config", str(config), "--tokenizer_name_or_path", str(extended), "--output_dir",
-                       str(tmp_path / "packed"), "--block_size", "64", "--max_documents", "400"])
-    out = tmp_path / "continued"
-    recipes.pretrain.main(["--config", str(REPO_ROOT / "configs/pretrain/tiny_continue.yaml"), "--model_name_or_path",
-                           str(english_model), "--dataset_path", str(tmp_path / "packed"), "--output_dir", str(out),
-                           "--report_to", "none", "--max_steps", "4", "--eval_steps", "4", "--save_steps", "4",
-                           "--per_device_train_batch_size", "8", "--warmup_steps", "2"])
-    saved = LlamaForCausalLM.from_pretrained(out)
+def continue_args(model_dir, packed_dir, out, *extra):
+    return ["--config", str(REPO_ROOT / "configs/pretrain/tiny_continue.yaml"), "--model_name_or_path",
+            str(model_dir), "--dataset_path", str(packed_dir), "--output_dir", str(out), "--report_to", "none",
+            "--max_steps", "2", "--eval_steps", "2", "--save_steps", "2", "--per_device_train_batch_size", "4",
+            "--warmup_steps", "1", *extra]
+
+
+def test_continued_pretraining_on_data_packed_with_the_extended_tokenizer(english_model, extended, packed_zh,
+                                                                         tmp_path):
+    recipes.pretrain.main(continue_args(english_model, packed_zh, tmp_path / "continued"))
+    saved = LlamaForCausalLM.from_pretrained(tmp_path / "continued")
     assert saved.config.vocab_size == -(-len(AutoTokenizer.from_pretrained(extended)) // 64) * 64
-    assert len(AutoTokenizer.from_pretrained(out)) == len(AutoTokenizer.from_pretrained(extended))
+    assert len(AutoTokenizer.from_pretrained(tmp_path / "continued")) == len(AutoTokenizer.from_pretrained(extended))
 
 
 @pytest.mark.slow
-def test_zero3_two_processes_grow_the_embeddings_and_save(english_model, extended, data_dir, tmp_path):
+def test_zero3_two_processes_grow_the_embeddings_and_save(english_model, extended, packed_zh, tmp_path):
     """Under ZeRO-3 the model loads sharded; the rows are gathered for the mean init and the saved model has them."""
-    import subprocess
-    import sys
-
-    import torch
-    from safetensors.torch import load_file
-
-    import recipes.pack
-    from testkit import REPO_ROOT
-
-    config = tmp_path / "pack.yaml"
-    config.write_text(yaml.safe_dump({"train_sources": sources(data_dir, ZH)}))
-    recipes.pack.main(["--config", str(config), "--tokenizer_name_or_path", str(extended), "--output_dir",
-                       str(tmp_path / "packed"), "--block_size", "64", "--max_documents", "400"])
     out = tmp_path / "z3"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(REPO_ROOT / "launch/accelerate/zero3.yaml"), "--num_processes", "2", "--main_process_port", "29641",
-           str(REPO_ROOT / "recipes/pretrain.py"), "--config", str(REPO_ROOT / "configs/pretrain/tiny_continue.yaml"),
-           "--model_name_or_path", str(english_model), "--dataset_path", str(tmp_path / "packed"), "--output_dir",
-           str(out), "--report_to", "none", "--max_steps", "2", "--eval_steps", "2", "--save_steps", "2",
-           "--per_device_train_batch_size", "4", "--warmup_steps", "1", "--train_only_embeddings", "true",
-           "--learning_rate", "1e-12"]  # (almost) no update: the saved rows are still the initial ones
+           str(REPO_ROOT / "recipes/pretrain.py"),
+           *continue_args(english_model, packed_zh, out, "--train_only_embeddings", "true", "--learning_rate",
+                          "1e-12")]  # (almost) no update: the saved rows are still the initial ones
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "[rank 1] ZeRO-3 partition" in proc.stdout + proc.stderr
