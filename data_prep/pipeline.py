@@ -15,35 +15,17 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from loguru import logger
 
 from data_prep.config import DataPrepArguments
+from data_prep.layout import Layout
 from data_prep.dedup import DedupClusters, DedupDrop, DedupSignatures
 from data_prep.sources import SourceReader
+from data_prep.publish import PublishStep
 from data_prep.split import SplitAndWeight, split_writer
 from data_prep.steps import build_step
-
-
-@dataclass
-class Layout:
-    work: Path
-
-    @property
-    def logs(self) -> Path:
-        return self.work / "logs"
-
-    def stage_logs(self, stage: str) -> Path:
-        return self.logs / stage
-
-    documents = property(lambda self: self.work / "documents")
-    signatures = property(lambda self: self.work / "signatures")
-    removed = property(lambda self: self.work / "dedup" / "removed.jsonl")
-    splits = property(lambda self: self.work / "splits")
-    dropped = property(lambda self: self.work / "dropped")
-    bad_records = property(lambda self: self.work / "bad_records")
 
 
 def prepare_work_dir(args: DataPrepArguments) -> Layout:
@@ -150,7 +132,6 @@ def run_stages(args: DataPrepArguments, layout: Layout) -> dict[str, float]:
 
 def submit_slurm(args: DataPrepArguments, layout: Layout):
     """Slurm: submit the stages as job arrays chained by dependencies, the publish job last. Returns the last executor."""
-    from data_prep.publish import PublishStep
 
     previous = None
     for stage, pipeline in stage_pipelines(args, layout).items():

@@ -12,7 +12,7 @@ from llm_recipes.atomic import publish_dir
 from llm_recipes.run_info import resolved_config, write_run_info
 
 from data_prep.config import DataPrepArguments
-from data_prep.pipeline import Layout
+from data_prep.layout import Layout
 from data_prep.report import build_report, markdown, read_splits, write_histogram_png
 
 

@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from data_prep.pipeline import Layout
+from data_prep.layout import Layout
 
 
 class AccountingError(RuntimeError):

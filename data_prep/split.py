@@ -115,9 +115,6 @@ class SplitAndWeight(DocStep):
         yield doc
 
 
-OUTPUT_FIELDS = ("text", "id", "source", "language", "script", "augmented")
-
-
 def _flat_record(self, doc: Document) -> dict:
     """`text` first, then a few flat columns (no nested metadata: Arrow would have to unify its keys)."""
     meta = doc.metadata

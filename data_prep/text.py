@@ -165,10 +165,6 @@ def cjk_count(text: str) -> int:
     return len(_CJK_RE.findall(text))
 
 
-def is_cjk(char: str) -> bool:
-    return bool(_CJK_RE.match(char))
-
-
 def stable_hash(text: str, seed: int = 0) -> int:
     """64-bit hash that is the same in every process and on every machine (Python's hash() is salted)."""
     return xxhash.xxh64_intdigest(text.encode("utf-8"), seed=seed)
