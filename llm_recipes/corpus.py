@@ -72,12 +72,12 @@ class CorpusArguments:
             raise ConfigError("train_sources: set `weight` for every source of the mixture or for none")
         if any(s.weight is not None for s in self.validation_sources):
             raise ConfigError("validation_sources take no weight: held-out text is scored as it is")
+        if not 0 <= self.validation_split_size < 1:
+            raise ConfigError(f"validation_split_size must be in [0, 1), got {self.validation_split_size}")
 
     @property
     def weighted(self) -> bool:
         return bool(self.train_sources) and self.train_sources[0].weight is not None
-        if not 0 <= self.validation_split_size < 1:
-            raise ConfigError(f"validation_split_size must be in [0, 1), got {self.validation_split_size}")
 
 
 @dataclass

@@ -44,6 +44,12 @@ def test_folder_with_mixed_formats_is_refused(tmp_path):
         load_source(TextSource(path=str(tmp_path)))
 
 
+@pytest.mark.parametrize("size", [1.0, -0.1])
+def test_validation_split_size_out_of_range_is_an_error(size):
+    with pytest.raises(ConfigError, match=r"validation_split_size must be in \[0, 1\)"):
+        CorpusArguments(train_sources=["a.jsonl"], validation_split_size=size)
+
+
 def test_no_sources_is_an_error():
     with pytest.raises(ConfigError, match="train_sources is empty"):
         load_corpus(CorpusArguments())
