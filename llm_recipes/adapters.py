@@ -73,8 +73,8 @@ def adalora_keeps_last_model(args) -> None:
     """peft 0.21 saves AdaLoRA adapters cut to their pruned ranks and cannot load them back into the model being
     trained (shape mismatch), which load_best_model_at_end needs: turn it off, saying so."""
     if args.load_best_model_at_end:
-        logger.warning("adalora: load_best_model_at_end and early stopping are off (peft cannot reload a pruned AdaLoRA "
-             "checkpoint into the training model); the final model is the last step's")
+        logger.warning("adalora: load_best_model_at_end and early stopping are off (peft cannot reload a pruned "
+                       "AdaLoRA checkpoint into the training model); the final model is the last step's")
         args.load_best_model_at_end = False
 
 

@@ -46,9 +46,6 @@ from llm_recipes.corpus import BUILDERS, TextSource, check_local_file, resolve_f
 
 logger = logging.getLogger(__name__)
 
-SFT_FORMATS = ("auto", "alpaca", "sharegpt", "messages", "prompt_completion", "self_instruct")
-PREFERENCE_FORMATS = ("auto", "preference", "sharegpt", "alpaca")
-FORMATS = tuple(dict.fromkeys(SFT_FORMATS + PREFERENCE_FORMATS))
 # ShareGPT speaker names -> chat roles. Anything else (e.g. "bot", "observation", "function") is an unknown role.
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 CHAT_ROLES = ("system", "user", "assistant")
@@ -357,7 +354,7 @@ PREFERENCE = Task("preference", ("prompt", "chosen", "rejected"), {
     "preference": preference_to_pair, "sharegpt": sharegpt_to_pair, "alpaca": alpaca_to_pair,
 }, _detect_preference)
 TASKS = {t.name: t for t in (SFT, PREFERENCE)}
-assert set(SFT.formats) == set(SFT_FORMATS) and set(PREFERENCE.formats) == set(PREFERENCE_FORMATS)
+FORMATS = tuple(dict.fromkeys(f for task in TASKS.values() for f in task.formats))  # what a source may name
 
 
 def detect_format(columns: list[str], where: str, task: Task = SFT) -> str:

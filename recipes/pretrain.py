@@ -7,8 +7,9 @@
 Model preset (configs/model/) + tokenizer -> random-init LlamaForCausalLM (inside DeepSpeed's zero.Init under ZeRO-3,
 so a 7B model never exists whole on one rank) -> memory-mapped packed dataset (recipes/pack.py) -> transformers.Trainer
 -> consolidated safetensors in output_dir. With `model_name_or_path` the model is loaded instead (sharded under
-ZeRO-3), optionally with only its embeddings trained or as LoRA + embeddings (llm_recipes/continued.py). Checkpoints every save_steps; `--resume_from_checkpoint latest` continues
-from the newest complete one with the same data order.
+ZeRO-3), optionally with only its embeddings trained or as LoRA + embeddings (llm_recipes/continued.py).
+Checkpoints every save_steps; `--resume_from_checkpoint latest` continues from the newest complete one with the same
+data order.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from pathlib import Path
 
 import datasets
 import pyarrow.compute as pc
-import torch
 from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer,
                           TrainingArguments, set_seed)
 
