@@ -42,6 +42,17 @@ class DataPrepArguments:
         default="local", metadata={"help": "local (datatrove LocalPipelineExecutor), ray or slurm.", "choices": ["local", "ray", "slurm"]}
     )
     tasks: int = field(default=2, metadata={"help": "Shards of the data (datatrove tasks) for the per-document stages."})
+    dedup_tasks: int = field(
+        default=1,
+        metadata={"help": "Tasks of the dedup bucket stage: each merges every dedup_tasks-th bucket (exact + 14 MinHash "
+                  "bands) of all tasks' sorted signature files. More tasks, more buckets merged at once; the result "
+                  "is the same."},
+    )
+    dedup_chunk_records: int = field(
+        default=1_000_000,
+        metadata={"help": "Signature records (44 bytes each) a bucket task holds in memory at once, whatever the "
+                  "corpus size."},
+    )
     workers: int = field(default=-1, metadata={"help": "Tasks run at once (-1 = all tasks at once)."})
     validation_size: float = field(default=0.05, metadata={"help": "Share of documents in validation (by text hash)."})
     test_size: float = field(default=0.05, metadata={"help": "Share of documents in test (by text hash)."})
@@ -86,8 +97,9 @@ class DataPrepArguments:
                 raise ConfigError(f"steps[{i}]: step '{name}' is listed twice")
             self.parsed_steps.append((name, params))
         self._check_languages_known()
-        if self.tasks < 1:
-            raise ConfigError(f"tasks must be >= 1, got {self.tasks}")
+        for key in ("tasks", "dedup_tasks", "dedup_chunk_records"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
         if not (0 <= self.validation_size and 0 <= self.test_size and self.validation_size + self.test_size < 1):
             raise ConfigError("validation_size and test_size must be >= 0 and sum to less than 1")
         if self.executor == "slurm" and not self.slurm_partition:
@@ -125,7 +137,8 @@ class DataPrepArguments:
             code.update(path.read_bytes())
         return {
             "code": code.hexdigest(),
-            "sources": self.sources, "steps": self.steps, "tasks": self.tasks, "seed": self.seed,
+            "sources": self.sources, "steps": self.steps, "tasks": self.tasks, "dedup_tasks": self.dedup_tasks,
+            "seed": self.seed,
             "validation_size": self.validation_size, "test_size": self.test_size,
             "write_dropped": self.write_dropped, "files": files,
         }

@@ -1,17 +1,25 @@
-"""Exact and MinHash near-duplicate removal across the whole corpus, in three datatrove stages.
+"""Exact and MinHash near-duplicate removal across the whole corpus, sharded like datatrove's MinHash stages.
 
-1. `DedupSignatures` (end of the per-document stage, one file per task): a hash of the normalised text and, per
-   document, 14 band hashes of a 112-value MinHash (rensa, Rust) over word 5-grams, or character n-grams for Chinese.
-2. `DedupClusters` (one task): documents sharing the exact hash, or any band, are joined (union-find); in each group
-   the document that comes first in the source order (source, file, record) is kept, so the choice is the same for
-   any number of tasks and any executor. Writes the removed ids with their reason and the id they duplicate.
-3. `DedupDrop` (start of the output stage): drops the removed ids, counted as exact_duplicate / near_duplicate.
+No stage holds the corpus's signatures in one process:
+1. `DedupSignatures` (end of the per-document stage, every task): per document a hash of the normalised text and 14
+   band hashes of a 112-value MinHash (rensa, Rust) over word 5-grams (character n-grams for Chinese). Each task writes
+   one file per bucket (`exact`, `band_00` ...), sorted by (hash, source order).
+2. `DedupBuckets` (`dedup_tasks` tasks, each a share of the buckets): merges the tasks' sorted files of a bucket in
+   bounded chunks and writes an edge for every two documents that share a hash: the duplicate pairs.
+3. `DedupClusters` (one task): connected components over the pairs only (documents without a duplicate never get
+   here); in each group the document first in source order (source, file, record) is kept, so the choice is the same
+   for any number of tasks and any executor. Writes, per document task, the removed ids with their reason and the id
+   they duplicate.
+4. `DedupDrop` (start of the output stage): drops the removed ids, counted as exact_duplicate / near_duplicate.
+datatrove's own MinhashDedup* stages keep the smallest (task, index) of a cluster, which changes with the number of
+tasks, and merge buckets one record at a time in Python; this is the same design keyed by source order, vectorised.
 FineWeb's parameters (5-grams, 14 bands x 8 rows, ≈0.75 Jaccard) are the defaults.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,100 +105,205 @@ def band_hashes(text: str, language: str, p: MinhashParams) -> np.ndarray:
     return np.array([xxhash.xxh64_intdigest(row.tobytes()) for row in sig], dtype=np.uint64)
 
 
+# A document in the dedup files: its source order (what decides which copy is kept), then where its id is stored.
+NODE = np.dtype([("src", "<i8"), ("file", "<i8"), ("row", "<i8"), ("task", "<i4"), ("idx", "<i8")])
+SIGNATURE = np.dtype([("hash", "<u8"), *[(n, NODE.fields[n][0]) for n in NODE.names]])
+PAIR = np.dtype([(f"{side}_{n}", NODE.fields[n][0]) for side in "ab" for n in NODE.names])
+EXACT = "exact"
+
+
+def bucket_names(exact: bool, minhash: MinhashParams | None) -> list[str]:
+    return ([EXACT] if exact else []) + [f"band_{b:02d}" for b in range(minhash.num_buckets if minhash else 0)]
+
+
+def _sort(sigs: np.ndarray) -> np.ndarray:
+    return sigs[np.lexsort((sigs["row"], sigs["file"], sigs["src"], sigs["hash"]))]
+
+
+def _save(array: np.ndarray, path: Path) -> None:
+    """np.save through a temporary name: a killed task never leaves a half-written file under the final name."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
+
+
 class DedupSignatures(PipelineStep):
-    """Pass documents through; write their exact hash and MinHash bands to signatures/<rank>.npz."""
+    """Pass documents through; write this task's sorted signature file per bucket to <folder>/<rank>/<bucket>.npy."""
 
     type = "data_prep"
     name = "dedup_signatures"
+    flush_every = 65_536  # documents buffered before their signatures go to disk
 
     def __init__(self, folder: str, exact: bool, minhash: MinhashParams | None):
         super().__init__()
         self.folder, self.exact, self.minhash = folder, exact, minhash
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        ids, orders, exact, bands = [], [], [], []
+        out = Path(self.folder) / f"{rank:05d}"
+        out.mkdir(parents=True, exist_ok=True)
+        buckets = bucket_names(self.exact, self.minhash)
+        raw = {b: open(out / f"{b}.raw", "wb") for b in buckets}
+        ids: list[str] = []
+        buffer: list[tuple] = []  # (exact hash, band hashes, node) per document
+
+        def flush():
+            if not buffer:
+                return
+            nodes = np.array([b[2] for b in buffer], dtype=NODE)
+            for name in buckets:
+                if name == EXACT:
+                    hashes = np.array([b[0] for b in buffer], dtype=np.uint64)
+                else:
+                    hashes = np.array([b[1][int(name[5:])] for b in buffer], dtype=np.uint64)
+                keep = hashes != 0  # 0: a text too short for one n-gram has no MinHash signature
+                sigs = np.empty(int(keep.sum()), SIGNATURE)
+                sigs["hash"] = hashes[keep]
+                for n in NODE.names:
+                    sigs[n] = nodes[n][keep]
+                sigs.tofile(raw[name])
+            buffer.clear()
+
         for doc in data:
             with self.track_time():
+                src, file, row = doc.metadata["order"]
+                doc.metadata["dedup_task"] = rank  # DedupDrop finds this document's verdict in removed/<rank>.jsonl
+                exact = xxhash.xxh64_intdigest(normalise_for_exact_dedup(doc.text).encode()) or 1 if self.exact else 0
+                bands = band_hashes(doc.text, doc.metadata.get("language", "en"), self.minhash) if self.minhash else ()
+                buffer.append((exact, bands, (src, file, row, rank, len(ids))))
                 ids.append(doc.id)
-                orders.append(doc.metadata["order"])
-                if self.exact:
-                    exact.append(xxhash.xxh64_intdigest(normalise_for_exact_dedup(doc.text).encode()))
-                if self.minhash is not None:
-                    bands.append(band_hashes(doc.text, doc.metadata.get("language", "en"), self.minhash))
+                if len(buffer) >= self.flush_every:
+                    flush()
             yield doc
-        Path(self.folder).mkdir(parents=True, exist_ok=True)
-        n_bands = self.minhash.num_buckets if self.minhash else 0
-        np.savez(
-            Path(self.folder) / f"{rank:05d}.npz",
-            ids=np.array(ids, dtype=str),
-            orders=np.array(orders, dtype=np.int64).reshape(-1, 3),
-            exact=np.array(exact, dtype=np.uint64),
-            bands=np.array(bands, dtype=np.uint64).reshape(len(ids) if n_bands else 0, n_bands),
-        )
+        flush()
+        with self.track_time():
+            for name, f in raw.items():  # one bucket of this task in memory at a time, as datatrove does
+                f.close()
+                path = out / f"{name}.raw"
+                _save(_sort(np.fromfile(path, dtype=SIGNATURE)), out / f"{name}.npy")
+                path.unlink()
+            _save(np.array(ids, dtype=str), out / "ids.npy")
 
 
-def _find(parent: list[int], i: int) -> int:
-    while parent[i] != i:
-        parent[i] = parent[parent[i]]
-        i = parent[i]
-    return i
+class DedupBuckets(PipelineStep):
+    """Each task takes every world_size-th bucket; merges all tasks' sorted files of it into duplicate pairs."""
+
+    type = "data_prep"
+    name = "dedup_buckets"
+
+    def __init__(self, signatures_folder: str, pairs_folder: str, buckets: list[str], chunk_records: int = 1_000_000):
+        super().__init__()
+        self.signatures_folder, self.pairs_folder = signatures_folder, pairs_folder
+        self.buckets, self.chunk_records = buckets, chunk_records
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        Path(self.pairs_folder).mkdir(parents=True, exist_ok=True)
+        for bucket in self.buckets[rank::world_size]:
+            with self.track_time():
+                self._merge(bucket)
+        return
+        yield  # a generator that yields nothing: this stage only writes files
+
+    def _merge(self, bucket: str) -> None:
+        files = sorted(Path(self.signatures_folder).glob(f"*/{bucket}.npy"))
+        arrays = [np.load(p, mmap_mode="r") for p in files]  # memory-mapped: only the chunk in hand is read
+        pos, ends = [0] * len(arrays), [len(a) for a in arrays]
+        per_file = max(1, self.chunk_records // max(1, len(arrays)))
+        carry = None  # the last document of the previous chunk: its hash group may go on in this one
+        out = Path(self.pairs_folder) / f"{bucket}.pairs"
+        tmp = out.with_name(out.name + ".tmp")
+        with open(tmp, "wb") as f:
+            while any(p < e for p, e in zip(pos, ends)):
+                windows = [a[p : min(p + per_file, e)] for a, p, e in zip(arrays, pos, ends)]
+                # Every group with a hash below `upper` lies wholly inside the windows (the files are sorted); the
+                # group at `upper` may go on, and the carry links its two parts.
+                cut_at = [w["hash"][-1] for w, p, e in zip(windows, pos, ends) if p + len(w) < e]
+                upper = min(cut_at) if cut_at else None
+                parts = []
+                for i, w in enumerate(windows):
+                    n = len(w) if upper is None else int(np.searchsorted(w["hash"], upper, side="right"))
+                    parts.append(np.array(w[:n]))
+                    pos[i] += n
+                chunk = _sort(np.concatenate(parts))
+                self.stat_update("records", value=len(chunk))
+                if len(chunk):
+                    pairs = _pairs(chunk, carry)
+                    pairs.tofile(f)
+                    self.stat_update("pairs", value=len(pairs))
+                    carry = chunk[-1]
+        os.replace(tmp, out)
+
+
+def _pairs(chunk: np.ndarray, carry) -> np.ndarray:
+    """An edge from the first document of each hash group to each other member (plus the carry's link)."""
+    starts = np.ones(len(chunk), bool)
+    starts[1:] = chunk["hash"][1:] != chunk["hash"][:-1]
+    first = np.maximum.accumulate(np.where(starts, np.arange(len(chunk)), 0))
+    a, b = chunk[first[~starts]], chunk[~starts]
+    if carry is not None and chunk["hash"][0] == carry["hash"]:
+        a, b = np.concatenate([np.array([carry]), a]), np.concatenate([chunk[:1], b])
+    pairs = np.empty(len(a), PAIR)
+    for n in NODE.names:
+        pairs[f"a_{n}"], pairs[f"b_{n}"] = a[n], b[n]
+    return pairs
+
+
+def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """For each of n nodes, the smallest node of its connected component (nodes are numbered in source order)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    first = np.full(labels.max() + 1 if n else 0, n, dtype=np.int64)
+    np.minimum.at(first, labels, np.arange(n))
+    return first[labels]
 
 
 class DedupClusters(PipelineStep):
-    """One task: read every task's signatures, group duplicates, write removed.jsonl (id, reason, duplicate_of)."""
+    """One task: group the duplicate pairs; write removed/<task>.jsonl (id, reason, duplicate_of) per document task."""
 
     type = "data_prep"
     name = "dedup_clusters"
 
-    def __init__(self, signatures_folder: str, output_file: str):
+    def __init__(self, signatures_folder: str, pairs_folder: str, removed_folder: str):
         super().__init__()
-        self.signatures_folder, self.output_file = signatures_folder, output_file
+        self.signatures_folder, self.pairs_folder, self.removed_folder = signatures_folder, pairs_folder, removed_folder
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        parts = [np.load(p) for p in sorted(Path(self.signatures_folder).glob("*.npz"))]
-        ids = np.concatenate([p["ids"] for p in parts]) if parts else np.array([], dtype=str)
-        orders = np.concatenate([p["orders"] for p in parts]) if parts else np.zeros((0, 3), np.int64)
-        # Sort by source order once: index 0 of every group is then the document to keep.
-        by_order = np.lexsort(orders.T[::-1])
-        ids = ids[by_order]
-        removed: dict[int, tuple[str, int]] = {}
-        exact = np.concatenate([p["exact"] for p in parts]) if parts else np.array([])
-        if len(exact) == len(ids) and len(ids):
-            exact = exact[by_order]
-            first: dict[int, int] = {}
-            for i, h in enumerate(exact.tolist()):
-                if h in first:
-                    removed[i] = ("exact_duplicate", first[h])
-                else:
-                    first[h] = i
-        bands = np.concatenate([p["bands"] for p in parts]) if parts else np.zeros((0, 0))
-        if bands.shape[1] and len(ids):
-            bands = bands[by_order]
-            parent = list(range(len(ids)))
-            for b in range(bands.shape[1]):
-                seen: dict[int, int] = {}
-                for i, h in enumerate(bands[:, b].tolist()):
-                    if i in removed or h == 0:  # 0: a text too short for one n-gram has no signature
-                        continue
-                    if h in seen:
-                        ri, rj = _find(parent, seen[h]), _find(parent, i)
-                        if ri != rj:
-                            parent[max(ri, rj)] = min(ri, rj)  # the root is always the earliest document
-                    else:
-                        seen[h] = i
-            for i in range(len(ids)):
-                root = _find(parent, i)
-                if root != i and i not in removed:
-                    removed[i] = ("near_duplicate", root)
-        Path(self.output_file).parent.mkdir(parents=True, exist_ok=True)
-        with open(self.output_file, "w", encoding="utf-8") as f:
-            for i in sorted(removed):
-                reason, kept = removed[i]
-                self.stat_update(reason)
-                f.write(json.dumps({"id": str(ids[i]), "reason": reason, "duplicate_of": str(ids[kept])}) + "\n")
-        self.stat_update("documents", value=len(ids))
+        files = sorted(Path(self.pairs_folder).glob("*.pairs"))
+        pairs = [np.fromfile(p, dtype=PAIR) for p in files]
+        is_exact = np.concatenate([np.full(len(p), f.stem == EXACT) for p, f in zip(pairs, files)] or [np.zeros(0, bool)])
+        pairs = np.concatenate(pairs) if pairs else np.zeros(0, PAIR)
+        ends = np.empty(2 * len(pairs), NODE)
+        for n in NODE.names:
+            ends[n] = np.concatenate([pairs[f"a_{n}"], pairs[f"b_{n}"]])
+        nodes, index = np.unique(ends, return_inverse=True)  # sorted by source order: node 0 comes first
+        a, b = index[: len(pairs)], index[len(pairs) :]
+        keep_of = _components(len(nodes), a, b)
+        exact_of = _components(len(nodes), a[is_exact], b[is_exact])
+        out = Path(self.removed_folder)
+        out.mkdir(parents=True, exist_ok=True)
+        ids = {}  # task -> its memory-mapped id table
+        lines: dict[int, list[str]] = {}
+        for i in np.flatnonzero((keep_of != np.arange(len(nodes))) | (exact_of != np.arange(len(nodes)))):
+            reason, kept = ("exact_duplicate", exact_of[i]) if exact_of[i] != i else ("near_duplicate", keep_of[i])
+            self.stat_update(reason)
+            record = {"id": self._id(ids, nodes[i]), "reason": reason, "duplicate_of": self._id(ids, nodes[kept])}
+            lines.setdefault(int(nodes[i]["task"]), []).append(json.dumps(record, ensure_ascii=False))
+        for task, task_lines in lines.items():
+            tmp = out / f"{task:05d}.jsonl.tmp"
+            tmp.write_text("\n".join(task_lines) + "\n", encoding="utf-8")
+            os.replace(tmp, out / f"{task:05d}.jsonl")
+        self.stat_update("documents_with_duplicates", value=len(nodes))
         return
-        yield  # a generator that yields nothing: this stage only writes its file
+        yield  # a generator that yields nothing: this stage only writes files
+
+    def _id(self, ids: dict, node) -> str:
+        task = int(node["task"])
+        if task not in ids:
+            ids[task] = np.load(Path(self.signatures_folder) / f"{task:05d}" / "ids.npy", mmap_mode="r")
+        return str(ids[task][int(node["idx"])])
 
 
 class DedupDrop(DocStep):
@@ -198,16 +311,19 @@ class DedupDrop(DocStep):
 
     step_name = "dedup"
 
-    def __init__(self, removed_file: str, **kwargs):
+    def __init__(self, removed_folder: str, **kwargs):
         super().__init__(StepParams(), **kwargs)
-        self.removed_file = removed_file
-        self._removed: dict[str, str] | None = None
+        self.removed_folder = removed_folder
+        self._removed: dict[int, dict[str, str]] = {}
 
     def process(self, doc: Document) -> str | None:
-        if self._removed is None:
-            self._removed = {}
-            with open(self.removed_file, encoding="utf-8") as f:
-                for line in f:
-                    item = json.loads(line)
-                    self._removed[item["id"]] = item["reason"]
-        return self._removed.get(doc.id)
+        task = doc.metadata["dedup_task"]
+        if task not in self._removed:  # only the document tasks this output task reads: never the whole corpus
+            path = Path(self.removed_folder) / f"{task:05d}.jsonl"
+            self._removed[task] = {}
+            if path.exists():
+                with open(path, encoding="utf-8") as f:
+                    for line in f:
+                        item = json.loads(line)
+                        self._removed[task][item["id"]] = item["reason"]
+        return self._removed[task].get(doc.id)

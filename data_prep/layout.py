@@ -19,8 +19,9 @@ class Layout:
         return self.logs / stage
 
     documents = property(lambda self: self.work / "documents")
-    signatures = property(lambda self: self.work / "signatures")
-    removed = property(lambda self: self.work / "dedup" / "removed.jsonl")
+    signatures = property(lambda self: self.work / "dedup" / "signatures")  # <task>/<bucket>.npy, <task>/ids.npy
+    pairs = property(lambda self: self.work / "dedup" / "pairs")  # <bucket>.pairs
+    removed = property(lambda self: self.work / "dedup" / "removed")  # <document task>.jsonl
     splits = property(lambda self: self.work / "splits")
     dropped = property(lambda self: self.work / "dropped")
     bad_records = property(lambda self: self.work / "bad_records")

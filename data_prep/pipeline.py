@@ -2,7 +2,8 @@
 
 Stages (each a datatrove executor; its logs, stats and completion markers live in <work_dir>/logs/<stage>):
   documents  read sources -> per-document steps -> dedup signatures -> <work_dir>/documents/<rank>.jsonl
-  dedup      one task: duplicate groups -> <work_dir>/dedup/removed.jsonl           (only with a dedup step)
+  buckets    `dedup_tasks` tasks: sorted signature files merged per bucket -> <work_dir>/dedup/pairs/  (with a dedup step)
+  clusters   one task: groups over the pairs -> <work_dir>/dedup/removed/<rank>.jsonl           (with a dedup step)
   output     documents -> drop duplicates -> split, weights, augment -> <work_dir>/splits/<split>/<rank>.jsonl
   publish    report + copy into output_dir through a staging folder                  (driver; a job under Slurm)
 Local and Ray runs go stage by stage from the driver, which checks that every task of a stage completed before the
@@ -21,7 +22,7 @@ from loguru import logger
 
 from data_prep.config import DataPrepArguments
 from data_prep.layout import Layout
-from data_prep.dedup import DedupClusters, DedupDrop, DedupSignatures
+from data_prep.dedup import DedupBuckets, DedupClusters, DedupDrop, DedupSignatures, bucket_names
 from data_prep.sources import SourceReader
 from data_prep.publish import PublishStep
 from data_prep.split import SplitAndWeight, split_writer
@@ -66,7 +67,9 @@ def stage_pipelines(args: DataPrepArguments, layout: Layout) -> dict[str, list]:
     ]
     stages = {"documents": documents}
     if dedup:
-        stages["dedup"] = [DedupClusters(str(layout.signatures), str(layout.removed))]
+        buckets = bucket_names(exact, minhash)
+        stages["buckets"] = [DedupBuckets(str(layout.signatures), str(layout.pairs), buckets, args.dedup_chunk_records)]
+        stages["clusters"] = [DedupClusters(str(layout.signatures), str(layout.pairs), str(layout.removed))]
     stages["output"] = output
     return stages
 
@@ -79,7 +82,7 @@ def getattr_stage(spec) -> str:
 
 
 def stage_tasks(args: DataPrepArguments, stage: str) -> int:
-    return 1 if stage in ("dedup", "publish") else args.tasks
+    return {"buckets": args.dedup_tasks, "clusters": 1, "publish": 1}.get(stage, args.tasks)
 
 
 def make_executor(args: DataPrepArguments, layout: Layout, stage: str, pipeline: list, depends=None):

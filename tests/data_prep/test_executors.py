@@ -48,21 +48,24 @@ print(f"Submitted batch job {{n}}")
 def test_slurm_submits_job_arrays_chained_by_dependencies(repo_root, tmp_path, fake_sbatch):
     out = tmp_path / "slurm"
     main(["--config", str(repo_root / TINY), "--output_dir", str(out), "--executor", "slurm",
-          "--slurm_partition", "cpu", "--tasks", "4", "--slurm_time", "01:00:00"])
+          "--slurm_partition", "cpu", "--tasks", "4", "--dedup_tasks", "3", "--slurm_time", "01:00:00"])
     calls = [json.loads(line) for line in fake_sbatch.read_text().splitlines()]
     # datatrove also submits a small stats-merging job after each stage; the pipeline jobs run launch_pickled_pipeline.
     jobs = {re.search(r"#SBATCH --job-name=(\S+)", c["script"]).group(1): c for c in calls
             if "launch_pickled_pipeline" in c["script"]}
-    for stage in ("documents", "dedup", "output", "publish"):
+    for stage in ("documents", "buckets", "clusters", "output", "publish"):
         assert f"data_prep_{stage}" in jobs, sorted(jobs)
         assert (tmp_path / "slurm_work" / "logs" / stage / "launch_script.slurm").exists()
-    docs, dedup, output, publish = (jobs[f"data_prep_{s}"] for s in ("documents", "dedup", "output", "publish"))
+    docs, buckets, clusters, output, publish = (
+        jobs[f"data_prep_{s}"] for s in ("documents", "buckets", "clusters", "output", "publish"))
     assert "#SBATCH --array=0-3%2" in docs["script"] and "#SBATCH --partition=cpu" in docs["script"]
     assert "#SBATCH --time=01:00:00" in docs["script"] and "launch_pickled_pipeline" in docs["script"]
-    assert "#SBATCH --array=0-0" in dedup["script"] and "#SBATCH --array=0-3%2" in output["script"]
+    assert "#SBATCH --array=0-2%2" in buckets["script"] and "#SBATCH --array=0-0" in clusters["script"]
+    assert "#SBATCH --array=0-3%2" in output["script"]
     assert not any(a.startswith("--dependency") for a in docs["args"])
-    assert f"--dependency=afterok:{docs['id']}" in dedup["args"]
-    assert f"--dependency=afterok:{dedup['id']}" in output["args"]
+    assert f"--dependency=afterok:{docs['id']}" in buckets["args"]
+    assert f"--dependency=afterok:{buckets['id']}" in clusters["args"]
+    assert f"--dependency=afterok:{clusters['id']}" in output["args"]
     assert f"--dependency=afterok:{output['id']}" in publish["args"]
     assert not out.exists()  # nothing is published until the publish job has run
 
