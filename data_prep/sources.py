@@ -19,6 +19,8 @@ from datatrove.pipeline.base import PipelineStep
 from llm_recipes.config import ConfigError, parse_source_list
 from llm_recipes.corpus import local_files
 
+from data_prep.steps.base import SRC_CHARS_READ, SRC_RECORDS_READ, count_drop
+
 LINE_FORMATS = {".jsonl": "jsonl", ".txt": "txt", ".html": "html", ".htm": "html"}
 TABLE_FORMATS = {".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
 FORMATS = {**LINE_FORMATS, **TABLE_FORMATS}
@@ -71,7 +73,8 @@ def _text_of(value) -> str:
 
 
 class SourceReader(PipelineStep):
-    """Read every source; yield this task's share of the records; count and log every record it drops."""
+    """Read every source; yield this task's share of the records; count and log every record it drops. Records,
+    characters and drops are also counted per source, the start of the report's funnel per source."""
 
     type = "data_prep"
     name = "read"
@@ -91,28 +94,30 @@ class SourceReader(PipelineStep):
             # every task walks the records and keeps every world_size-th one, so one big file still spreads out.
             by_file = files is not None and len(files) >= world_size and FORMATS[files[0].suffix] in LINE_FORMATS.values()
             own_files = {i for i in range(len(files)) if i % world_size == rank} if by_file else None
+            records_key, chars_key = SRC_RECORDS_READ + source.label, SRC_CHARS_READ + source.label
             for record in self._records(s_idx, source, own_files):
                 if not by_file:
                     mine = counter % world_size == rank
                     counter += 1
                     if not mine:
                         continue
-                self.stat_update("records_read")
+                self.stat_update("records_read", records_key)
                 kind, where, payload = record
                 if kind == "bad":
-                    self._drop(payload, where)
+                    self._drop(source.label, payload, where, chars=0)
                     continue
                 text, doc_id, metadata = payload
+                self.stat_update(chars_key, value=len(text))
                 if not text.strip():
-                    self._drop("empty_document", where)
+                    self._drop(source.label, "empty_document", where, chars=len(text))
                     continue
                 self.stat_update("docs_out")
                 self.stat_update("chars_out", value=len(text))
                 yield Document(text=text, id=doc_id, metadata=metadata)
         self._write_bad(rank)
 
-    def _drop(self, reason: str, where: str) -> None:
-        self.stat_update("dropped", f"dropped_{reason}")
+    def _drop(self, source: str, reason: str, where: str, chars: int) -> None:
+        count_drop(self, source, reason, chars)
         if len(self._bad) < self.max_logged:
             self._bad.append({"where": where, "reason": reason})
 

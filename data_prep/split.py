@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.writers import JsonlWriter
 
-from data_prep.steps.base import DocStep, StepParams, register
+from data_prep.steps.base import DocStep, StepParams, count_drop, register
 from data_prep.text import normalise_for_exact_dedup, unit_interval, words_of
 
 SPLITS = ("train", "validation", "test")
@@ -89,7 +89,7 @@ class SplitAndWeight(DocStep):
             weight = self.weights.get(doc.metadata.get("source"), 1.0)
             copies = math.floor(weight) + (unit_interval(doc.id, self.seed + 1) < weight - math.floor(weight))
             if copies == 0:
-                self.stat_update("dropped", "dropped_weight_subsampled")
+                count_drop(self, doc.metadata.get("source"), "weight_subsampled", len(doc.text))
                 continue
             for k in range(copies):
                 copy = doc if k == 0 else Document(text=doc.text, id=f"{doc.id}#rep{k}", metadata=dict(doc.metadata))

@@ -2,8 +2,9 @@
 
 A step sees one document at a time and either keeps it (possibly rewriting its text) or returns the reason it drops
 it. The loop counts documents and characters in and out and every drop by reason (datatrove's stats files, which the
-funnel report adds up), optionally writes dropped documents aside with their reason, and turns a document that a
-cleaning step emptied into a counted drop instead of an empty record.
+funnel report adds up), each drop and each character a step removed also per source, optionally writes dropped
+documents aside with their reason, and turns a document that a cleaning step emptied into a counted drop instead of
+an empty record.
 """
 
 from __future__ import annotations
@@ -20,6 +21,20 @@ from datatrove.pipeline.base import PipelineStep
 from llm_recipes.config import ConfigError
 
 STEPS: dict[str, type["DocStep"]] = {}
+
+# Per-source stat keys, `<prefix><source label>[/<reason>]`; the report's funnel per source parses them back. Going
+# through datatrove's stats makes them add up over tasks on any executor, like the other counts.
+SRC_RECORDS_READ = "src_records_read/"
+SRC_CHARS_READ = "src_chars_read/"
+SRC_DOCS_DROPPED = "src_docs_dropped/"
+SRC_CHARS_DROPPED = "src_chars_dropped/"
+SRC_CHARS_REMOVED = "src_chars_removed/"  # net: a placeholder longer than what it replaced counts negative
+
+
+def count_drop(step: PipelineStep, source: str | None, reason: str, chars: int) -> None:
+    """One dropped document with its characters, in the step's drop counts and in its source's."""
+    step.stat_update("dropped", f"dropped_{reason}", f"{SRC_DOCS_DROPPED}{source}/{reason}")
+    step.stat_update(f"{SRC_CHARS_DROPPED}{source}/{reason}", value=chars)
 
 
 def register(cls):
@@ -72,17 +87,22 @@ class DocStep(PipelineStep):
             for doc in data:
                 self.stat_update("docs_in")
                 reason = None
+                chars_in = len(doc.text)  # process() rewrites the text in place
                 if self.applies_to(doc):
                     with self.track_time():
                         reason = self.process(doc)
                     if reason is None and not doc.text.strip():
                         reason = "empty_after_step"
                 if reason is None:
+                    chars = len(doc.text)
                     self.stat_update("docs_out")
-                    self.stat_update("chars_out", value=len(doc.text))
+                    self.stat_update("chars_out", value=chars)
+                    if chars != chars_in:
+                        self.stat_update(f"{SRC_CHARS_REMOVED}{doc.metadata.get('source')}", value=chars_in - chars)
                     yield doc
                 else:
-                    self.stat_update("dropped", f"dropped_{reason}")
+                    # The characters the document came in with: what this step took from its source.
+                    count_drop(self, doc.metadata.get("source"), reason, chars_in)
                     if writer is not None:
                         doc.metadata["drop_step"] = self.step_name
                         doc.metadata["drop_reason"] = reason

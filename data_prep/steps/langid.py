@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datatrove.data import Document
 
 from data_prep.steps.base import DocStep, StepParams, register
+from data_prep.text import cjk_count
 
 
 @dataclass
@@ -25,6 +26,12 @@ class LanguageIdParams(StepParams):
     )
     max_chars: int = field(default=2000, metadata={"help": "Detect on the first N characters (speed; 0 = all)."})
     keep_all: bool = field(default=False, metadata={"help": "Only label documents (metadata.language), drop none."})
+    ja_min_kana_share: float | None = field(
+        default=None,
+        metadata={"help": "A document detected as Japanese whose kana are under this share of its kana + Han "
+                  "characters is labelled Chinese (zh). Japanese prose is about a third kana; a Chinese article that "
+                  "gives a Japanese name's reading in kana, a few percent (lingua calls such text ja). None = off."},
+    )
 
 
 @register
@@ -57,6 +64,8 @@ class LanguageId(DocStep):
         # Ties (short, ambiguous text) come back in an arbitrary order: break them by language code.
         best = min(values, key=lambda v: (-v.value, v.language.iso_code_639_1.name))
         lang = best.language.iso_code_639_1.name.lower()
+        if lang == "ja" and self.params.ja_min_kana_share is not None and _kana_share(sample) < self.params.ja_min_kana_share:
+            lang = "zh"
         doc.metadata["language"] = lang
         doc.metadata["language_score"] = round(best.value, 4)
         self.stat_update(f"language_{lang}")
@@ -67,3 +76,8 @@ class LanguageId(DocStep):
         if best.value < self.params.keep[lang]:
             return "language_low_confidence"
         return None
+
+
+def _kana_share(text: str) -> float:
+    kana = sum("\u3040" <= c <= "\u30ff" for c in text)  # hiragana and katakana
+    return kana / max(1, kana + cjk_count(text))

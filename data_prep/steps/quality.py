@@ -36,11 +36,26 @@ class GopherQualityParams(StepParams):
     min_avg_word_length: float | None = field(default=3, metadata={"help": "Gopher: mean word length >= 3."})
     max_avg_word_length: float | None = field(default=10, metadata={"help": "Gopher: mean word length <= 10."})
     max_symbol_word_ratio: float | None = field(default=0.1, metadata={"help": "Gopher: # or ... per word <= 0.1."})
-    max_bullet_lines_ratio: float | None = field(default=0.9, metadata={"help": "Gopher: <= 90% lines start with a bullet."})
-    max_ellipsis_lines_ratio: float | None = field(default=0.3, metadata={"help": "Gopher: <= 30% lines end with ...."})
+    max_bullet_lines_ratio: float | None = field(
+        default=0.9, metadata={"help": "Gopher, per document: <= 90% lines start with a bullet."})
+    max_ellipsis_lines_ratio: float | None = field(
+        default=0.3, metadata={"help": "Gopher, per document: <= 30% lines end with ...."})
     max_non_alpha_words_ratio: float | None = field(
         default=0.8, metadata={"help": "Gopher: >= 80% of words contain a letter (datatrove's name for it)."}
     )
+    alpha_ratio_counts_punctuation: bool = field(
+        default=True,
+        metadata={"help": "True (datatrove, FineWeb): commas, brackets and full stops count as words in the 80% rule, "
+                  "so clean prose rich in them fails it (about 1 encyclopedia paragraph in 10). False: only words "
+                  "with a non-punctuation character count, as the Gopher paper words it."},
+    )
+    min_lines: int = field(
+        default=1,
+        metadata={"help": "Per document: the share-of-lines rules (bullet and ellipsis lines) judge only documents with at least this many "
+                  "lines. On a one-line document (an article or paragraph per record, as many dumps store text) a "
+                  "share of lines is that one line's verdict; 1 = the published rule."},
+    )
+
     min_stop_words: int | None = field(default=2, metadata={"help": "Gopher: at least 2 of the stop words."})
     stop_words: list[str] = field(
         default_factory=lambda: ["the", "be", "to", "of", "and", "that", "have", "with"],
@@ -77,17 +92,19 @@ class GopherQuality(DocStep):
         if p.max_symbol_word_ratio and (text.count("...") + text.count("…")) / n_words > p.max_symbol_word_ratio:
             return "gopher_too_many_ellipsis"
         lines = text.splitlines()
-        if p.max_bullet_lines_ratio and sum(
+        judge_lines = len(lines) >= p.min_lines
+        if judge_lines and p.max_bullet_lines_ratio and sum(
             s.lstrip().startswith(("•", "-")) for s in lines
         ) / len(lines) > p.max_bullet_lines_ratio:
             return "gopher_too_many_bullets"
-        if p.max_ellipsis_lines_ratio and sum(
+        if judge_lines and p.max_ellipsis_lines_ratio and sum(
             s.rstrip().endswith(("...", "…")) for s in lines
         ) / len(lines) > p.max_ellipsis_lines_ratio:
             return "gopher_too_many_end_ellipsis"
+        counted = words if p.alpha_ratio_counts_punctuation else non_symbol
         if p.max_non_alpha_words_ratio and sum(
-            w.isalpha() or _HAS_ALPHA(w) is not None for w in words
-        ) / n_words < p.max_non_alpha_words_ratio:
+            w.isalpha() or _HAS_ALPHA(w) is not None for w in counted
+        ) / len(counted) < p.max_non_alpha_words_ratio:
             return "gopher_below_alpha_threshold"
         if p.min_stop_words and len(set(p.stop_words).intersection(words)) < p.min_stop_words:
             return "gopher_enough_stop_words"
@@ -202,14 +219,20 @@ class GopherRepetition(DocStep):
 class C4Params(StepParams):
     languages: list[str] | None = field(default_factory=_english, metadata={"help": "Languages the rule applies to."})
     remove_citations: bool = field(default=True, metadata={"help": "C4: strip [1], [edit], [citation needed]."})
-    filter_no_terminal_punct: bool = field(default=True, metadata={"help": "C4: drop lines not ending in . ! ? \" '."})
-    min_num_sentences: int = field(default=5, metadata={"help": "C4: drop pages with < 5 sentences (-1 = off)."})
-    min_words_per_line: int = field(default=3, metadata={"help": "C4: drop lines with < 3 words (-1 = off)."})
-    max_word_length: int = field(default=1000, metadata={"help": "C4 code: drop lines with a word > 1000 chars."})
-    filter_lorem_ipsum: bool = field(default=True, metadata={"help": "C4: drop pages containing 'lorem ipsum'."})
-    filter_javascript: bool = field(default=True, metadata={"help": "C4: drop lines mentioning javascript."})
-    filter_curly_bracket: bool = field(default=True, metadata={"help": "C4: drop pages containing '{'."})
-    filter_policy: bool = field(default=True, metadata={"help": "C4 code: drop cookie / terms-of-use lines."})
+    filter_no_terminal_punct: bool = field(
+        default=True,
+        metadata={"help": "C4, per line: remove lines not ending in . ! ? \" '. A one-line document loses its only "
+                  "line and then fails min_num_sentences: FineWeb runs C4's filter with this off."})
+    min_num_sentences: int = field(
+        default=5, metadata={"help": "C4, per document: drop pages with < 5 sentences in their kept lines (-1 = off)."})
+    min_words_per_line: int = field(default=3, metadata={"help": "C4, per line: remove lines with < 3 words (-1 = off)."})
+    max_word_length: int = field(
+        default=1000, metadata={"help": "C4 code, per line: remove lines with a word > 1000 chars."})
+    filter_lorem_ipsum: bool = field(
+        default=True, metadata={"help": "C4, per document: drop pages containing 'lorem ipsum'."})
+    filter_javascript: bool = field(default=True, metadata={"help": "C4, per line: remove lines mentioning javascript."})
+    filter_curly_bracket: bool = field(default=True, metadata={"help": "C4, per document: drop pages containing '{'."})
+    filter_policy: bool = field(default=True, metadata={"help": "C4 code, per line: remove cookie / terms-of-use lines."})
 
 
 _CITATION_RE = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
@@ -262,12 +285,21 @@ class C4Quality(DocStep):
 @dataclass
 class FineWebParams(StepParams):
     languages: list[str] | None = field(default_factory=_english, metadata={"help": "Languages the rule applies to."})
-    line_punct_thr: float = field(default=0.12, metadata={"help": "FineWeb: >= 12% of lines end in punctuation."})
+    line_punct_thr: float = field(
+        default=0.12, metadata={"help": "FineWeb, per document: >= 12% of lines end in punctuation."})
     line_punct_exclude_zero: bool = field(default=False, metadata={"help": "FineWeb: skip the rule when no line does."})
-    short_line_thr: float = field(default=0.67, metadata={"help": "FineWeb: <= 67% of lines are short."})
+    short_line_thr: float = field(default=0.67, metadata={"help": "FineWeb, per document: <= 67% of lines are short."})
     short_line_length: int = field(default=30, metadata={"help": "FineWeb: a short line has <= 30 characters."})
-    char_duplicates_ratio: float = field(default=0.01, metadata={"help": "FineWeb: <= 1% chars in duplicate lines."})
-    new_line_ratio: float = field(default=0.3, metadata={"help": "FineWeb: newlines per word <= 0.3 (list pages)."})
+    char_duplicates_ratio: float = field(
+        default=0.01, metadata={"help": "FineWeb, per document: <= 1% chars in duplicate lines."})
+    new_line_ratio: float = field(
+        default=0.3, metadata={"help": "FineWeb, per document: newlines per word <= 0.3 (list pages)."})
+    min_lines: int = field(
+        default=1,
+        metadata={"help": "Per document: the share-of-lines rules (line_punct_thr, short_line_thr) judge only documents with at least this many "
+                  "lines. On a one-line document (an article or paragraph per record, as many dumps store text) a "
+                  "share of lines is that one line's verdict; 1 = the published rule."},
+    )
 
 
 _TERMINAL = tuple(TERMINAL_PUNCTUATION)
@@ -285,11 +317,12 @@ class FineWebQuality(DocStep):
         lines = [line for line in doc.text.split("\n") if line.strip()]
         if not lines:
             return "empty"
-        ratio = sum(line.endswith(_TERMINAL) for line in lines) / len(lines)
-        if ratio < p.line_punct_thr and not (ratio == 0 and p.line_punct_exclude_zero):
-            return "line_punct_ratio"
-        if sum(len(line) <= p.short_line_length for line in lines) / len(lines) > p.short_line_thr:
-            return "short_line_ratio"
+        if len(lines) >= p.min_lines:
+            ratio = sum(line.endswith(_TERMINAL) for line in lines) / len(lines)
+            if ratio < p.line_punct_thr and not (ratio == 0 and p.line_punct_exclude_zero):
+                return "line_punct_ratio"
+            if sum(len(line) <= p.short_line_length for line in lines) / len(lines) > p.short_line_thr:
+                return "short_line_ratio"
         if _find_duplicates(lines)[1] / len(doc.text.replace("\n", "")) > p.char_duplicates_ratio:
             return "char_dup_ratio"
         words = words_of(doc.text, doc.metadata.get("language", "en"))
@@ -308,8 +341,9 @@ class ChineseQualityParams(StepParams):
     languages: list[str] | None = field(default_factory=lambda: ["zh"], metadata={"help": "Languages it applies to."})
     min_chars: int = field(
         default=200,
-        metadata={"help": "Minimum CJK characters per document (ChineseWebText, arXiv:2311.01149, drops texts "
-                  "shorter than 200 characters). Short genres such as poems need a lower value."},
+        metadata={"help": "Per document: minimum characters, all of them counted (ChineseWebText, arXiv:2311.01149, "
+                  "drops texts shorter than 200: len(text) in its code). Short genres such as poems need a lower "
+                  "value; min_cjk_ratio keeps mostly non-Chinese text out."},
     )
     max_chars: int = field(default=100000, metadata={"help": "Maximum characters (Gopher's max words, in characters)."})
     min_cjk_ratio: float = field(
@@ -318,15 +352,24 @@ class ChineseQualityParams(StepParams):
                   "character proportion rule)."},
     )
     line_punct_thr: float = field(
-        default=0.12, metadata={"help": "FineWeb's rule with Chinese end punctuation 。！？…；”」: share of lines."}
+        default=0.12,
+        metadata={"help": "FineWeb's rule with Chinese end punctuation 。！？…；”」, per document: min share of lines."}
     )
-    short_line_thr: float = field(default=0.67, metadata={"help": "FineWeb: max share of short lines."})
+    short_line_thr: float = field(default=0.67, metadata={"help": "FineWeb, per document: max share of short lines."})
     short_line_chars: int = field(
         default=10, metadata={"help": "A short Chinese line (30 Latin characters ≈ 10 CJK characters of content)."}
     )
     char_duplicates_ratio: float = field(default=0.01, metadata={"help": "FineWeb: max share of chars in repeated lines."})
-    max_bullet_lines_ratio: float = field(default=0.9, metadata={"help": "Gopher: max share of bullet lines."})
-    max_ellipsis_lines_ratio: float = field(default=0.3, metadata={"help": "Gopher: max share of lines ending in …."})
+    max_bullet_lines_ratio: float = field(
+        default=0.9, metadata={"help": "Gopher, per document: max share of bullet lines."})
+    max_ellipsis_lines_ratio: float = field(
+        default=0.3, metadata={"help": "Gopher, per document: max share of lines ending in …."})
+    min_lines: int = field(
+        default=1,
+        metadata={"help": "Per document: the share-of-lines rules (line punctuation, short, bullet and ellipsis lines) judge only documents with at least this many "
+                  "lines. On a one-line document (an article or paragraph per record, as many dumps store text) a "
+                  "share of lines is that one line's verdict; 1 = the published rule."},
+    )
 
 
 @register
@@ -338,23 +381,24 @@ class ChineseQuality(DocStep):
 
     def process(self, doc: Document) -> str | None:
         p, text = self.params, doc.text
-        cjk = cjk_count(text)
-        if cjk < p.min_chars:
+        if len(text) < p.min_chars:
             return "zh_short_doc"
+        cjk = cjk_count(text)
         if len(text) > p.max_chars:
             return "zh_long_doc"
         non_space = sum(not c.isspace() for c in text)
         if cjk / non_space < p.min_cjk_ratio:
             return "zh_low_cjk_ratio"
         lines = [line.strip() for line in text.split("\n") if line.strip()]
-        if sum(line.endswith(_ZH_END) for line in lines) / len(lines) < p.line_punct_thr:
+        judge = len(lines) >= p.min_lines  # the share-of-lines rules
+        if judge and sum(line.endswith(_ZH_END) for line in lines) / len(lines) < p.line_punct_thr:
             return "zh_line_punct_ratio"
-        if sum(cjk_count(line) <= p.short_line_chars for line in lines) / len(lines) > p.short_line_thr:
+        if judge and sum(cjk_count(line) <= p.short_line_chars for line in lines) / len(lines) > p.short_line_thr:
             return "zh_short_line_ratio"
         if _find_duplicates(lines)[1] / non_space > p.char_duplicates_ratio:
             return "zh_char_dup_ratio"
-        if sum(line.startswith(("•", "-", "·")) for line in lines) / len(lines) > p.max_bullet_lines_ratio:
+        if judge and sum(line.startswith(("•", "-", "·")) for line in lines) / len(lines) > p.max_bullet_lines_ratio:
             return "zh_too_many_bullets"
-        if sum(line.endswith(("...", "…", "……")) for line in lines) / len(lines) > p.max_ellipsis_lines_ratio:
+        if judge and sum(line.endswith(("...", "…", "……")) for line in lines) / len(lines) > p.max_ellipsis_lines_ratio:
             return "zh_too_many_end_ellipsis"
         return None

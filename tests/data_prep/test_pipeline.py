@@ -1,10 +1,11 @@
 """`python -m data_prep` end to end on the shipped corpora: splits, report, determinism, reruns, bad input."""
 
 import json
+from pathlib import Path
 
 import pytest
 
-from dp_helpers import TINY, records, run, split_hashes
+from dp_helpers import TINY, assert_funnel_adds_up, records, run, split_hashes
 
 from data_prep.cli import main
 
@@ -89,6 +90,10 @@ tasks: 2
     read = report["funnel"][0]
     assert read["docs_in"] == 25 + 3 and read["dropped"] == 6
     assert report["records_read"] == sum(report["documents_out"].values()) + sum(r["dropped"] for r in report["funnel"])
+    per_source = report["sources_funnel"]
+    assert per_source["web"]["steps"]["read"]["documents_dropped"] == 5
+    assert per_source["notes"]["steps"]["read"]["drops"] == {"not_utf8": {"documents": 1, "characters": 0}}
+    assert_funnel_adds_up(report, out)
 
 
 def _fail(capsys, argv) -> str:
@@ -192,10 +197,17 @@ steps:
   - {step: dedup_minhash}
 """)
 
-    def content(tasks: int):
-        out = main(["--config", str(cfg), "--output_dir", str(tmp_path / f"t{tasks}"), "--tasks", str(tasks)])
-        return sorted((s, r["id"], r["text"]) for s in ("train", "validation", "test") for r in records(out, s))
+    def run_with(tasks: int, dedup_tasks: int = 1) -> Path:
+        return main(["--config", str(cfg), "--output_dir", str(tmp_path / f"t{tasks}_{dedup_tasks}"),
+                     "--tasks", str(tasks), "--dedup_tasks", str(dedup_tasks)])
 
-    one, three = content(1), content(3)
-    assert one == three and len(one) > 500
-    assert len(list((tmp_path / "t3" / "train").glob("*.jsonl"))) == 3
+    def lines(out: Path) -> dict[str, list[bytes]]:  # each split's records, byte for byte, whichever shard holds them
+        return {s: sorted(line for p in (out / s).glob("*.jsonl") for line in p.read_bytes().splitlines())
+                for s in ("train", "validation", "test")}
+
+    one, two, four = run_with(1), run_with(2), run_with(4)
+    assert lines(one) == lines(two) == lines(four) and len(lines(one)["train"]) > 500
+    assert len(list((four / "train").glob("*.jsonl"))) == 4
+    # The bucket stage's task count changes only who merges which bucket: the very same shard files.
+    assert split_hashes(run_with(2, dedup_tasks=4)) == split_hashes(two)
+    assert (four / "report.json").read_text() == (one / "report.json").read_text()
