@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 from llm_recipes.config import ConfigError
 
@@ -18,7 +18,7 @@ STAGE_ORDER = {"document": 0, "dedup": 1, "split": 2}
 
 @dataclass
 class DataPrepArguments:
-    sources: list[str] = field(
+    sources: list[SourceSpec] = field(
         default_factory=list,
         metadata={"help": "Sources: list of {path, text_column, sample_by, weight, label, name, split}. path is a local "
                   "file / folder / glob (.jsonl .txt .html .json .csv .tsv .parquet; ${DATA_DIR} expands) or a Hub "
@@ -26,7 +26,7 @@ class DataPrepArguments:
                   "1). weight repeats (2.0) or subsamples (0.5) a source's train documents; language (ISO 639-1) "
                   "labels a source whose language is known."},
     )
-    steps: list[str] = field(
+    steps: list[Union[dict, str]] = field(
         default_factory=list,
         metadata={"help": "Steps in order: list of {step: name, <parameter>: value}. `python -m data_prep --list_steps` "
                   "prints every step with its parameters and their published defaults."},

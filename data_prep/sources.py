@@ -10,40 +10,35 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from llm_recipes.config import ConfigError, parse_source_list
-from llm_recipes.corpus import local_files
+from llm_recipes.corpus import BUILDERS, TextSource, load_files, local_files
 
 from data_prep.steps.base import SRC_CHARS_READ, SRC_RECORDS_READ, count_drop
 
 LINE_FORMATS = {".jsonl": "jsonl", ".txt": "txt", ".html": "html", ".htm": "html"}
-TABLE_FORMATS = {".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
+TABLE_FORMATS = {s: BUILDERS[s] for s in (".json", ".csv", ".tsv", ".parquet")}
 FORMATS = {**LINE_FORMATS, **TABLE_FORMATS}
 
 
 @dataclass
-class SourceSpec:
-    """One source: a local file, folder or glob (with ${ENV} variables), or a Hub dataset name."""
+class SourceSpec(TextSource):
+    """A corpus source (path, text_column, sample_by, name, split: the fields and checks the other recipes' sources
+    have) plus what data_prep adds: HTML files, a label and a known language."""
 
-    path: str
-    text_column: str = "text"  # a list of strings (e.g. poem lines) is joined with newlines
-    sample_by: str = "line"  # .txt: one document per line, per blank-line paragraph, or per file
     weight: float = 1.0  # share of the train split: 2.0 = each kept train document twice, 0.5 = half of them
     label: str | None = None  # name in the report and in document ids; default: the file or folder name
     language: str | None = None  # ISO 639-1 code when known (no language_id step needed); language_id overrides it
-    name: str | None = None  # Hub dataset config
-    split: str = "train"  # Hub dataset split
 
     def __post_init__(self):
-        if self.sample_by not in ("line", "paragraph", "document"):
-            raise ConfigError(f"source {self.path}: sample_by must be line, paragraph or document, not {self.sample_by!r}")
-        if not (isinstance(self.weight, (int, float)) and self.weight > 0):
-            raise ConfigError(f"source {self.path}: weight must be a positive number, got {self.weight!r}")
+        super().__post_init__()
+        if self.weight is None:  # allowed in a pack mixture (no weights at all), not here
+            raise ConfigError(f"source {self.path}: weight must be a positive number, got None")
         if self.label is None:
             self.label = Path(self.path.rstrip("/*")).name or self.path
 
@@ -209,12 +204,11 @@ class SourceReader(PipelineStep):
             ds = datasets.load_dataset(source.path, source.name, split=source.split)
             rel = f"{source.split}"
         else:
-            builder = TABLE_FORMATS[files[0].suffix]
-            kwargs = {"sep": "\t"} if files[0].suffix == ".tsv" else {}
             try:
-                ds = datasets.load_dataset(builder, data_files=[str(p) for p in files], split="train", **kwargs)
+                ds = load_files(files)
             except Exception as e:  # noqa: BLE001 - Arrow's errors name neither file nor row: add the file
-                raise ConfigError(f"source {source.path}: cannot read it as {builder} ({type(e).__name__}: {e})") from e
+                raise ConfigError(f"source {source.path}: cannot read it as {TABLE_FORMATS[files[0].suffix]} "
+                                  f"({type(e).__name__}: {e})") from e
             rel = files[0].name if len(files) == 1 else _relative(files[0].parent, source)
         if source.text_column not in ds.column_names:
             raise ConfigError(f"source {source.path}: no column '{source.text_column}' (columns: {ds.column_names})")

@@ -42,7 +42,7 @@ from typing import Any
 import datasets
 
 from llm_recipes.config import ConfigError, parse_source_list
-from llm_recipes.corpus import BUILDERS, TextSource, check_local_file, resolve_files
+from llm_recipes.corpus import TextSource, check_local_file, load_files, resolve_files
 
 logger = logging.getLogger(__name__)
 
@@ -435,9 +435,7 @@ def load_raw(source: ChatSource) -> tuple[datasets.Dataset, str]:
         return ds, source.path
     for path in files:
         check_local_file(path)  # not UTF-8 / broken JSON -> file and line, not an Arrow stack trace
-    builder = BUILDERS[files[0].suffix]
-    kwargs = {"delimiter": "\t"} if files[0].suffix == ".tsv" else {}
-    ds = datasets.load_dataset(builder, data_files=[str(p) for p in files], split="train", **kwargs)
+    ds = load_files(files)
     return ds, str(files[0]) if len(files) == 1 else os.path.expandvars(source.path)
 
 

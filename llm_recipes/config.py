@@ -13,6 +13,8 @@ import difflib
 import enum
 import os
 import sys
+import types
+import typing
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -81,15 +83,31 @@ class RecipeParser(TrlParser):
             config = {}
         if not isinstance(config, dict):
             self.error(f"{path}: a config file must be a YAML mapping of key: value, got {type(config).__name__}")
-        actions: dict[str, argparse.Action] = {}
-        for action in self._actions:
-            actions.setdefault(action.dest, action)  # `--flag` comes before its `--no_flag` twin
-        unknown = [k for k in config if k not in actions and k != "env"]
+        known = {action.dest for action in self._actions}
+        unknown = [k for k in config if k not in known and k != "env"]
         if unknown:
             self._fail_unknown(unknown, where=path)
+        # argparse converts CLI strings, but YAML values become defaults as they are: check them against the fields.
+        hints = self._field_types()
         for key, value in config.items():
-            if key != "env":
-                self._check_yaml_value(actions[key], key, value, path)
+            if value is None or key not in hints:  # null leaves the field to its own default and checks
+                continue
+            hint, choices = hints[key]
+            if not value_fits(value, hint, choices):
+                self.error(f"{path}: key '{key}' has value {value!r} ({type(value).__name__}); "
+                           f"expected {type_name(hint, choices)}")
+
+    def _field_types(self) -> dict[str, tuple[Any, Sequence | None]]:
+        out = {}
+        for dtype in self.dataclass_types:
+            try:
+                resolved = typing.get_type_hints(dtype)
+            except Exception:  # noqa: BLE001 - an annotation that does not resolve is left unchecked, as argparse does
+                resolved = {}
+            for f in dataclasses.fields(dtype):
+                if f.init:
+                    out.setdefault(f.name, (resolved.get(f.name, Any), f.metadata.get("choices")))
+        return out
 
     def _fail_unknown(self, keys: Iterable[str], where: str) -> None:
         known = [a.dest for a in self._actions if a.dest != "help"]
@@ -98,18 +116,6 @@ class RecipeParser(TrlParser):
             hint = difflib.get_close_matches(key.lstrip("-"), known, n=1)
             parts.append(f"'{key}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
         self.error(f"{where}: unknown key {', '.join(parts)}")
-
-    def _check_yaml_value(self, action: argparse.Action, key: str, value: Any, path: str) -> None:
-        """argparse converts CLI strings, but YAML values become defaults as they are: check them here."""
-        if value is None or action.type is None:
-            return
-        many = action.nargs in ("+", "*")
-        for item in (value if many and isinstance(value, list) else [value]):
-            if not _fits(action, item):
-                expected = getattr(action.type, "__name__", str(action.type))
-                if action.choices:
-                    expected = "one of " + ", ".join(str(_plain(c)) for c in action.choices)
-                self.error(f"{path}: key '{key}' has value {item!r} ({type(item).__name__}); expected {expected}")
 
 
 def parse_source_list(value: Any, source_cls: type, key: str) -> list:
@@ -136,27 +142,64 @@ def _plain(value: Any) -> Any:
     return value.value if isinstance(value, enum.Enum) else value
 
 
-def _fits(action: argparse.Action, value: Any) -> bool:
-    # TRL wraps `T | None` converters but keeps the inner converter's __name__: compare by name.
-    kind = action.type
-    name = getattr(kind, "__name__", "")
-    if isinstance(value, bool):
-        # bool is an int in Python; only accept it where the field is a flag (or free text).
-        return name in ("string_to_bool", "str")
-    if name == "int":
-        return isinstance(value, int) or (isinstance(value, str) and _converts(kind, value))
-    if name == "float":
-        return isinstance(value, (int, float)) or (isinstance(value, str) and _converts(kind, value))
-    if name == "string_to_bool":
-        return isinstance(value, str) and _converts(kind, value)
-    if action.choices and isinstance(value, (str, int, float)):
-        return str(_plain(value)) in {str(_plain(c)) for c in action.choices}
+_BOOL_WORDS = {"true", "false", "yes", "no", "1", "0"}
+
+
+def value_fits(value: Any, hint: Any, choices: Sequence | None = None) -> bool:
+    """Whether a YAML value fits a dataclass field's type (and its `choices`, when the field lists them): the one check
+    of YAML values, for recipe configs and for data_prep's step parameters. Like argparse on the command line, a string
+    that converts counts for int, float and bool (YAML reads 5e-5 as a string)."""
+    if choices is not None:
+        return str(_plain(value)) in {str(_plain(c)) for c in choices}
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if str in args and any(isinstance(a, type) and issubclass(a, enum.Enum) for a in args):
+            args = tuple(a for a in args if a is not str)  # HfArgumentParser reads Union[SomeEnum, str] as SomeEnum
+        return any(value_fits(value, a) for a in args)
+    if value is None or hint is type(None):
+        return value is None and hint in (type(None), Any)
+    if origin is typing.Literal:
+        return str(_plain(value)) in {str(_plain(a)) for a in typing.get_args(hint)}
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return str(_plain(value)) in {str(m.value) for m in hint}
+    if hint is bool:
+        return isinstance(value, bool) or (isinstance(value, str) and value.lower() in _BOOL_WORDS)
+    if hint in (int, float):
+        number = isinstance(value, int if hint is int else (int, float)) and not isinstance(value, bool)
+        return number or (isinstance(value, str) and _converts(hint, value))
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple):
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(value_fits(v, a) for v, a in zip(value, args))
+        return not args or all(value_fits(v, args[0]) for v in value)
+    if origin is dict:
+        kt, vt = typing.get_args(hint) or (Any, Any)
+        return isinstance(value, dict) and all(value_fits(k, kt) and value_fits(v, vt) for k, v in value.items())
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, (dict, str, hint))  # a source given as a mapping or a bare path
     return True
+
+
+def type_name(hint: Any, choices: Sequence | None = None) -> str:
+    if choices is not None:
+        return "one of " + ", ".join(str(_plain(c)) for c in choices)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return "one of " + ", ".join(str(m.value) for m in hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if str in args and any(isinstance(a, type) and issubclass(a, enum.Enum) for a in args):
+            return type_name(next(a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)))
+    return getattr(hint, "__name__", None) if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 
 def _converts(kind, value: str) -> bool:
     try:
         kind(value)
-    except (TypeError, ValueError, argparse.ArgumentTypeError):
+    except (TypeError, ValueError):
         return False
     return True

@@ -24,7 +24,17 @@ from llm_recipes.run_info import REPO_ROOT
 # Recipes name the shipped data as ${DATA_DIR}/...; users point DATA_DIR at their own corpus.
 os.environ.setdefault("DATA_DIR", str(REPO_ROOT.parent / "shared" / "data"))
 
-BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
+# File suffix -> format. TSV is a format of its own (read by the csv builder with a tab), so one source cannot mix
+# .tsv and .csv files, and load_files reads it the one way everywhere.
+BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
+
+
+def load_files(files: list[Path], **kwargs) -> datasets.Dataset:
+    """Local files of one format as one dataset. TSV: quotes are text (GLUE's SST-2 and MRPC have unbalanced ones)."""
+    builder = BUILDERS[files[0].suffix]
+    if builder == "tsv":
+        builder, kwargs = "csv", {"sep": "\t", "quoting": 3, **kwargs}  # 3 = csv.QUOTE_NONE
+    return datasets.load_dataset(builder, data_files=[str(p) for p in files], split="train", **kwargs)
 
 
 @dataclass
@@ -41,8 +51,9 @@ class TextSource:
     def __post_init__(self):
         if self.sample_by not in ("line", "paragraph", "document"):
             raise ConfigError(f"source {self.path}: sample_by must be line, paragraph or document, not {self.sample_by!r}")
-        if self.weight is not None and not self.weight > 0:
-            raise ConfigError(f"source {self.path}: weight must be > 0, got {self.weight}")
+        number = isinstance(self.weight, (int, float)) and not isinstance(self.weight, bool)
+        if self.weight is not None and not (number and self.weight > 0):
+            raise ConfigError(f"source {self.path}: weight must be a positive number, got {self.weight!r}")
 
 
 @dataclass
@@ -112,11 +123,7 @@ def local_files(spec: str, formats: dict[str, str]) -> list[Path] | None:
 
 def resolve_files(source: TextSource) -> list[Path] | None:
     """Local files of a corpus source, or None for a Hub dataset name."""
-    files = local_files(source.path, BUILDERS)
-    suffixes = {p.suffix for p in files or []}
-    if ".tsv" in suffixes and len(suffixes) > 1:  # both load with the csv builder, but with different separators
-        raise ConfigError(f"source {source.path} mixes file formats {sorted(suffixes)}; list them as separate sources")
-    return files
+    return local_files(source.path, BUILDERS)
 
 
 def check_local_file(path: Path) -> None:
@@ -151,13 +158,7 @@ def load_source(source: TextSource) -> datasets.Dataset:
     else:
         for path in files:
             check_local_file(path)
-        builder = BUILDERS[files[0].suffix]
-        kwargs = {}
-        if builder == "text":
-            kwargs["sample_by"] = source.sample_by
-        if files[0].suffix == ".tsv":
-            kwargs["sep"] = "\t"
-        ds = datasets.load_dataset(builder, data_files=[str(p) for p in files], split="train", **kwargs)
+        ds = load_files(files, **({"sample_by": source.sample_by} if BUILDERS[files[0].suffix] == "text" else {}))
     if source.text_column not in ds.column_names:
         raise ConfigError(
             f"source {source.path}: no column '{source.text_column}' (columns: {', '.join(ds.column_names)}); "

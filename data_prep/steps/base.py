@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import types
 import typing
 from typing import Any, ClassVar
 
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from llm_recipes.config import ConfigError
+from llm_recipes.config import ConfigError, type_name, value_fits
 
 STEPS: dict[str, type["DocStep"]] = {}
 
@@ -145,42 +144,10 @@ def parse_step_spec(index: int, spec: Any) -> StepParams:
                 f"{where} ({name}): unknown parameter '{key}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
                 + f"; {name} takes {', '.join(sorted(known))}"
             )
-        if not _fits(value, typing.get_type_hints(cls.Params)[key]):
-            raise ConfigError(f"{where} ({name}): parameter '{key}' has value {value!r}; expected {_type_name(known[key])}")
+        hint = typing.get_type_hints(cls.Params)[key]
+        if not value_fits(value, hint):
+            raise ConfigError(f"{where} ({name}): parameter '{key}' has value {value!r}; expected {type_name(hint)}")
     return cls.Params(**values)
-
-
-def _type_name(f: dataclasses.Field) -> str:
-    return str(f.type).replace("typing.", "")
-
-
-def _fits(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, h) for h in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is Any:
-        return True
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if origin in (list, tuple):
-        args = typing.get_args(hint)
-        if not isinstance(value, (list, tuple)):
-            return False
-        if origin is tuple and len(args) == 2 and args[1] is not Ellipsis:
-            return len(value) == 2 and all(_fits(v, a) for v, a in zip(value, args))
-        return not args or all(_fits(v, args[0]) for v in value)
-    if origin is dict:
-        kt, vt = typing.get_args(hint) or (Any, Any)
-        return isinstance(value, dict) and all(_fits(k, kt) and _fits(v, vt) for k, v in value.items())
-    return True
 
 
 def describe_steps() -> str:

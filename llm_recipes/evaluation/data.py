@@ -13,7 +13,8 @@ from pathlib import Path
 import datasets
 
 from llm_recipes.config import ConfigError
-from llm_recipes.corpus import BUILDERS, TextSource, check_local_file, load_source, local_files, script_language
+from llm_recipes.corpus import (BUILDERS, TextSource, check_local_file, load_files, load_source, local_files,
+                                script_language)
 
 LANGUAGES = ("en", "zh")
 
@@ -85,9 +86,7 @@ def read_table(path_spec: str, columns: tuple[str, ...]) -> datasets.Dataset:
         raise ConfigError(f"{path_spec}: no such file")
     for path in files:
         check_local_file(path)
-    suffix = files[0].suffix
-    kwargs = {"sep": "\t", "quoting": 3} if suffix == ".tsv" else {}  # TSV: quotes are text (SST-2 has them)
-    ds = datasets.load_dataset(BUILDERS[suffix], data_files=[str(p) for p in files], split="train", **kwargs)
+    ds = load_files(files)
     missing = [c for c in columns if c not in ds.column_names]
     if missing:
         raise ConfigError(f"{path_spec}: no column {', '.join(map(repr, missing))} "
