@@ -99,7 +99,7 @@ def split_words(text: str) -> list[str]:
     chunk = _rules.chunk
     specials = _rules.specials
     cache = _chunk_cache
-    if len(cache) > 200_000:  # bounded memory on a long run; chunks like "the," and "it." repeat all the time
+    if len(cache) > 50_000:  # bounded memory on a long run (~10 MB); chunks like "the," and "it." repeat all the time
         cache.clear()
     for piece in text.split():
         if piece.isalpha() and piece not in specials:

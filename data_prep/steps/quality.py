@@ -25,6 +25,15 @@ def _english() -> list[str]:
     return ["en"]
 
 
+def _min_lines(rules: str):
+    return field(
+        default=1,
+        metadata={"help": f"Per document: the share-of-lines rules ({rules}) judge only documents with at least this "
+                  "many lines. On a one-line document (an article or paragraph per record, as many dumps store text) "
+                  "a share of lines is that one line's verdict; 1 = the published rule."},
+    )
+
+
 # --- Gopher quality (Rae et al. 2021, arXiv:2112.11446, Appendix A; datatrove GopherQualityFilter defaults) -----------
 
 
@@ -49,12 +58,7 @@ class GopherQualityParams(StepParams):
                   "so clean prose rich in them fails it (about 1 encyclopedia paragraph in 10). False: only words "
                   "with a non-punctuation character count, as the Gopher paper words it."},
     )
-    min_lines: int = field(
-        default=1,
-        metadata={"help": "Per document: the share-of-lines rules (bullet and ellipsis lines) judge only documents with at least this many "
-                  "lines. On a one-line document (an article or paragraph per record, as many dumps store text) a "
-                  "share of lines is that one line's verdict; 1 = the published rule."},
-    )
+    min_lines: int = _min_lines("bullet and ellipsis lines")
 
     min_stop_words: int | None = field(default=2, metadata={"help": "Gopher: at least 2 of the stop words."})
     stop_words: list[str] = field(
@@ -116,10 +120,14 @@ class GopherQuality(DocStep):
 
 @dataclass
 class GopherRepetitionParams(StepParams):
-    dup_line_frac: float | None = field(default=0.3, metadata={"help": "Gopher: duplicate line fraction <= 0.30."})
-    dup_para_frac: float | None = field(default=0.3, metadata={"help": "Gopher: duplicate paragraph fraction <= 0.30."})
-    dup_line_char_frac: float | None = field(default=0.2, metadata={"help": "Gopher: duplicate line chars <= 0.20."})
-    dup_para_char_frac: float | None = field(default=0.2, metadata={"help": "Gopher: duplicate paragraph chars <= 0.20."})
+    dup_line_frac: float | None = field(
+        default=0.3, metadata={"help": "Gopher, per document: duplicate line fraction <= 0.30."})
+    dup_para_frac: float | None = field(
+        default=0.3, metadata={"help": "Gopher, per document: duplicate paragraph fraction <= 0.30."})
+    dup_line_char_frac: float | None = field(
+        default=0.2, metadata={"help": "Gopher, per document: duplicate line chars <= 0.20."})
+    dup_para_char_frac: float | None = field(
+        default=0.2, metadata={"help": "Gopher, per document: duplicate paragraph chars <= 0.20."})
     top_n_grams: list[list[float]] = field(
         default_factory=lambda: [[2, 0.2], [3, 0.18], [4, 0.16]],
         metadata={"help": "Gopher: [n, max char fraction of the most frequent word n-gram]."},
@@ -287,19 +295,16 @@ class FineWebParams(StepParams):
     languages: list[str] | None = field(default_factory=_english, metadata={"help": "Languages the rule applies to."})
     line_punct_thr: float = field(
         default=0.12, metadata={"help": "FineWeb, per document: >= 12% of lines end in punctuation."})
-    line_punct_exclude_zero: bool = field(default=False, metadata={"help": "FineWeb: skip the rule when no line does."})
+    line_punct_exclude_zero: bool = field(
+        default=False, metadata={"help": "FineWeb, per document: skip line_punct_thr when no line ends in punctuation."})
     short_line_thr: float = field(default=0.67, metadata={"help": "FineWeb, per document: <= 67% of lines are short."})
-    short_line_length: int = field(default=30, metadata={"help": "FineWeb: a short line has <= 30 characters."})
+    short_line_length: int = field(
+        default=30, metadata={"help": "FineWeb, per document (short_line_thr): a short line has <= 30 characters."})
     char_duplicates_ratio: float = field(
         default=0.01, metadata={"help": "FineWeb, per document: <= 1% chars in duplicate lines."})
     new_line_ratio: float = field(
         default=0.3, metadata={"help": "FineWeb, per document: newlines per word <= 0.3 (list pages)."})
-    min_lines: int = field(
-        default=1,
-        metadata={"help": "Per document: the share-of-lines rules (line_punct_thr, short_line_thr) judge only documents with at least this many "
-                  "lines. On a one-line document (an article or paragraph per record, as many dumps store text) a "
-                  "share of lines is that one line's verdict; 1 = the published rule."},
-    )
+    min_lines: int = _min_lines("line_punct_thr, short_line_thr")
 
 
 _TERMINAL = tuple(TERMINAL_PUNCTUATION)
@@ -357,19 +362,15 @@ class ChineseQualityParams(StepParams):
     )
     short_line_thr: float = field(default=0.67, metadata={"help": "FineWeb, per document: max share of short lines."})
     short_line_chars: int = field(
-        default=10, metadata={"help": "A short Chinese line (30 Latin characters ≈ 10 CJK characters of content)."}
+        default=10, metadata={"help": "Per document (short_line_thr): a short Chinese line (30 Latin characters ≈ 10 CJK characters)."}
     )
-    char_duplicates_ratio: float = field(default=0.01, metadata={"help": "FineWeb: max share of chars in repeated lines."})
+    char_duplicates_ratio: float = field(
+        default=0.01, metadata={"help": "FineWeb, per document: max share of chars in repeated lines."})
     max_bullet_lines_ratio: float = field(
         default=0.9, metadata={"help": "Gopher, per document: max share of bullet lines."})
     max_ellipsis_lines_ratio: float = field(
         default=0.3, metadata={"help": "Gopher, per document: max share of lines ending in …."})
-    min_lines: int = field(
-        default=1,
-        metadata={"help": "Per document: the share-of-lines rules (line punctuation, short, bullet and ellipsis lines) judge only documents with at least this many "
-                  "lines. On a one-line document (an article or paragraph per record, as many dumps store text) a "
-                  "share of lines is that one line's verdict; 1 = the published rule."},
-    )
+    min_lines: int = _min_lines("line punctuation, short, bullet and ellipsis lines")
 
 
 @register
