@@ -4,9 +4,11 @@
     .venv/bin/python benchmarks/data_prep_scale.py --tiny           # a minute: the test suite runs this
 
 Corpus (1x): the shipped text (C4 sample, WikiText-2, Tiny Shakespeare) plus the Linux kernel's documentation from
-Debian's linux-doc-6.1 (as in data_prep_bench.py), at least 25 M characters. Scale k adds k-1 recombined copies: in
-copy c, document i is its own first half followed by the second half of another document of about its length (a
-different one per copy), real text that is no near-copy of anything (about 1/3 Jaccard). Each scale plants 1 % near-copies of its own
+Debian's linux-doc-6.1 (as in data_prep_bench.py), at least 25 M characters. Scale k adds k-1 renamed copies: in copy
+c every word outside the 300 most frequent becomes another corpus word of the same length (a permutation per copy),
+so the text keeps its lines, punctuation, function words and repetitions (the rules drop about the same share) but
+shares no word 5-grams with the other copies (recombining halves of documents would have made many pairs at 1/3
+Jaccard, which FineWeb's 14 x 8 bands catch at about 0.2 % each). Each scale plants 1 % near-copies of its own
 documents (new header and footer / 1 % of words changed / last 5 % cut), the ground truth for dedup recall.
 Each stage (documents, buckets, clusters, output, publish) runs in its own process, web.yaml's English steps, 4 tasks on
 2 workers; its peak RSS is the largest resident size that process or any of its workers reached (sampled every 50 ms).
@@ -24,11 +26,13 @@ import json
 import os
 import platform
 import random
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -38,22 +42,38 @@ from data_prep_bench import REPO, bench_filters, kernel_docs, shipped_texts
 STAGES = ("documents", "buckets", "clusters", "output", "publish")
 
 
-def recombined(texts: list[str], copy: int) -> list[str]:
-    """Copy `copy` (>= 1): each document's first half, then the second half of its copy-th neighbour by length, cut at
-    spaces. Partners of about the same length keep each half near a third of the shingles (a partner 10x longer would
-    make the new document a near-copy of it), and cuts at spaces add no word that was not in the corpus."""
-    by_length = sorted(range(len(texts)), key=lambda i: (len(texts[i]), i))
-    rank = {i: r for r, i in enumerate(by_length)}
+_WORD = re.compile(r"[A-Za-z]+")
 
-    def cut(text: str) -> int:
-        space = text.find(" ", len(text) // 2)
-        return space if space > 0 else len(text) // 2
 
-    out = []
-    for i, text in enumerate(texts):
-        other = texts[by_length[(rank[i] + copy) % len(texts)]]
-        out.append(text[: cut(text)] + other[cut(other) :])
-    return out
+class Renamer:
+    """Copy c (>= 1) of the corpus: every word outside the 300 most frequent is replaced by another corpus word of the
+    same length (a fixed permutation per copy), in the same case. Lines, punctuation, word lengths, function words and
+    repetitions stay as they were, so the rules see the same kind of text; the word 5-grams are new, so no copy is a
+    near-duplicate of another."""
+
+    def __init__(self, texts: list[str]):
+        counts = Counter(w.lower() for t in texts for w in _WORD.findall(t))
+        self.fixed = {w for w, _ in counts.most_common(300)}
+        self.by_length: dict[int, list[str]] = {}
+        for w in sorted(counts):
+            if w not in self.fixed:
+                self.by_length.setdefault(len(w), []).append(w)
+
+    def copy(self, texts: list[str], copy: int) -> list[str]:
+        rng, mapping = random.Random(copy), {}
+        for words in self.by_length.values():
+            shuffled = list(words)
+            rng.shuffle(shuffled)
+            mapping.update(zip(words, shuffled))
+
+        def rename(m: re.Match) -> str:
+            word = m.group()
+            new = mapping.get(word.lower())
+            if new is None:
+                return word
+            return new.upper() if word.isupper() and len(word) > 1 else new.capitalize() if word[0].isupper() else new
+
+        return [_WORD.sub(rename, t) for t in texts]
 
 
 def near_copy(text: str, rng: random.Random, kind: int) -> str:
@@ -70,9 +90,9 @@ def near_copy(text: str, rng: random.Random, kind: int) -> str:
 def write_corpus(base: list[str], scale: int, folder: Path, files_per_copy: int) -> dict[str, str]:
     """The scaled corpus as JSONL shards plus planted.jsonl; returns {planted copy id: original id}."""
     folder.mkdir(parents=True, exist_ok=True)
-    truth, rng, docs = {}, random.Random(scale), []
+    truth, rng, docs, renamer = {}, random.Random(scale), [], Renamer(base)
     for copy in range(scale):
-        texts = base if copy == 0 else recombined(base, copy)
+        texts = base if copy == 0 else renamer.copy(base, copy)
         per_file = -(-len(texts) // files_per_copy)
         for f in range(files_per_copy):
             name = f"part_{copy:03d}_{f:02d}.jsonl"
@@ -240,8 +260,11 @@ def main():
         config = config_for(folder, work / f"out_{scale}x", tasks=4, workers=2, dedup_tasks=2)
         rows = run_scale(config)
         quality = dedup_quality(Path(f"{work / f'out_{scale}x'}_work"), folder, truth)
-        results["scales"][scale] = {"stages": rows, "dedup": quality, "chars": chars * scale}
-        print(f"{scale:>3}x: " + ", ".join(f"{r['stage']} {r['seconds']:.1f} s / {r['peak_rss_mib']:.0f} MiB"
+        report = json.loads((work / f"out_{scale}x" / "report.json").read_text())
+        kept = sum(report["documents_out"].values()) / report["records_read"]
+        results["scales"][scale] = {"stages": rows, "dedup": quality, "chars": chars * scale,
+                                    "records": report["records_read"], "kept": kept}
+        print(f"{scale:>3}x: {report['records_read']:,} records, {kept:.1%} kept; " + ", ".join(f"{r['stage']} {r['seconds']:.1f} s / {r['peak_rss_mib']:.0f} MiB"
                                            for r in rows)
               + f"; dedup precision {quality['precision']:.3f}, recall {quality['recall']:.3f} "
                 f"({quality['planted']} planted, {quality['removed']} removed)")
