@@ -5,9 +5,9 @@
 
 Corpus (1x): the shipped text (C4 sample, WikiText-2, Tiny Shakespeare) plus the Linux kernel's documentation from
 Debian's linux-doc-6.1 (as in data_prep_bench.py), at least 25 M characters. Scale k adds k-1 renamed copies: in copy
-c every word outside the 300 most frequent becomes another corpus word of the same length (a permutation per copy),
-so the text keeps its lines, punctuation, function words and repetitions (the rules drop about the same share) but
-shares no word 5-grams with the other copies (recombining halves of documents would have made many pairs at 1/3
+c every word but Gopher's eight stop words becomes another corpus word of the same length (a permutation per copy),
+so the text keeps its lines, punctuation, numbers, stop words and repetitions (the rules drop about the same share)
+but shares almost no word 5-grams with the other copies (recombining halves of documents would have made many pairs at 1/3
 Jaccard, which FineWeb's 14 x 8 bands catch at about 0.2 % each). Each scale plants 1 % near-copies of its own
 documents (new header and footer / 1 % of words changed / last 5 % cut), the ground truth for dedup recall.
 Each stage (documents, buckets, clusters, output, publish) runs in its own process, web.yaml's English steps, 4 tasks on
@@ -42,26 +42,26 @@ from data_prep_bench import REPO, bench_filters, kernel_docs, shipped_texts
 STAGES = ("documents", "buckets", "clusters", "output", "publish")
 
 
-_WORD = re.compile(r"[A-Za-z]+")
+_WORD = re.compile(r"[A-Za-z]+|[\u4e00-\u9fff]")  # a Latin word or one Han character (kernel docs have zh_CN)
 
 
 class Renamer:
-    """Copy c (>= 1) of the corpus: every word outside the 300 most frequent is replaced by another corpus word of the
-    same length (a fixed permutation per copy), in the same case. Lines, punctuation, word lengths, function words and
-    repetitions stay as they were, so the rules see the same kind of text; the word 5-grams are new, so no copy is a
-    near-duplicate of another."""
+    """Copy c (>= 1) of the corpus: every word but Gopher's eight stop words is replaced by another corpus word of the
+    same length (a fixed permutation per copy), in the same case. Lines, punctuation, numbers, word lengths, stop words
+    and repetitions stay as they were, so the rules see the same kind of text; the word 5-grams are new, so no copy
+    is a near-duplicate of another (keeping the 300 most frequent words instead left short texts at 1/2 Jaccard)."""
 
     def __init__(self, texts: list[str]):
-        counts = Counter(w.lower() for t in texts for w in _WORD.findall(t))
-        self.fixed = {w for w, _ in counts.most_common(300)}
-        self.by_length: dict[int, list[str]] = {}
+        counts = Counter(w.lower() for t in texts for w in _WORD.findall(t))  # Han characters: words of length 1
+        self.fixed = {"the", "be", "to", "of", "and", "that", "have", "with"}
+        self.groups: dict[tuple[int, bool], list[str]] = {}  # (length, Latin): a Han character stays a Han character
         for w in sorted(counts):
             if w not in self.fixed:
-                self.by_length.setdefault(len(w), []).append(w)
+                self.groups.setdefault((len(w), w.isascii()), []).append(w)
 
     def copy(self, texts: list[str], copy: int) -> list[str]:
         rng, mapping = random.Random(copy), {}
-        for words in self.by_length.values():
+        for words in self.groups.values():
             shuffled = list(words)
             rng.shuffle(shuffled)
             mapping.update(zip(words, shuffled))
@@ -71,6 +71,8 @@ class Renamer:
             new = mapping.get(word.lower())
             if new is None:
                 return word
+            if not word.isascii():
+                return new
             return new.upper() if word.isupper() and len(word) > 1 else new.capitalize() if word[0].isupper() else new
 
         return [_WORD.sub(rename, t) for t in texts]
@@ -174,9 +176,12 @@ def run_scale(config: Path) -> list[dict]:
 
 
 def _shingles(text: str) -> set:
+    """The shingles dedup itself uses: character 5-grams for Chinese, word 5-grams otherwise."""
     from data_prep.dedup import MinhashParams, shingles
+    from data_prep.text import cjk_count
 
-    return set(shingles(text, "en", MinhashParams()))
+    language = "zh" if cjk_count(text) > 0.3 * len(text.replace(" ", "")) else "en"
+    return set(shingles(text, language, MinhashParams()))
 
 
 def dedup_quality(work: Path, folder: Path, truth: dict[str, str]) -> dict:
