@@ -107,6 +107,18 @@ def bench_filters(texts: list[str]) -> dict:
             "kept": sum(o[0] for o in ours_out)}
 
 
+def near_copy(text: str, rng: random.Random, kind: int) -> str:
+    """A planted near-copy: 0 = new header and footer, 1 = about 1 word in 100 changed, 2 = the last 5 % cut."""
+    words = text.split(" ")
+    if kind % 3 == 0:
+        return "Home | Docs | Contact\n" + text + "\nShare this page."
+    if kind % 3 == 1:
+        for _ in range(max(1, len(words) // 100)):
+            words[rng.randrange(len(words))] = rng.choice(["the", "a", "new", "2019", "more"])
+        return " ".join(words)
+    return " ".join(words[: int(len(words) * 0.95)])
+
+
 def plant(texts: list[str], n: int, seed: int = 0) -> tuple[list[str], dict[int, int]]:
     """Corpus + n near-copies of real documents; returns texts and {copy index: original index}."""
     rng = random.Random(seed)
@@ -114,17 +126,8 @@ def plant(texts: list[str], n: int, seed: int = 0) -> tuple[list[str], dict[int,
     originals = rng.sample(candidates, min(n, len(candidates)))
     out, planted = list(texts), {}
     for k, i in enumerate(originals):
-        words = texts[i].split(" ")
-        if k % 3 == 0:
-            copy = "Home | Docs | Contact\n" + texts[i] + "\nShare this page."
-        elif k % 3 == 1:
-            for _ in range(max(1, len(words) // 100)):
-                words[rng.randrange(len(words))] = rng.choice(["the", "a", "new", "2019", "more"])
-            copy = " ".join(words)
-        else:
-            copy = " ".join(words[: int(len(words) * 0.95)])
         planted[len(out)] = i
-        out.append(copy)
+        out.append(near_copy(texts[i], rng, k))
     return out, planted
 
 

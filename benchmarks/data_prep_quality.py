@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
+from data_prep_bench import near_copy
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("DATA_DIR", REPO.parent / "shared" / "data"))
@@ -74,18 +75,7 @@ def spam_pages(c4: list[str], n_each: int = 30, seed: int = 0) -> list[str]:
 def near_copies(c4: list[str], n: int = 150, seed: int = 1) -> list[str]:
     rng = random.Random(seed)
     originals = rng.sample([t for t in c4 if len(t.split()) >= 150], n)
-    out = []
-    for k, text in enumerate(originals):
-        words = text.split(" ")
-        if k % 3 == 0:
-            out.append("Home | Docs | Contact\n" + text + "\nShare this page.")
-        elif k % 3 == 1:
-            for _ in range(max(1, len(words) // 100)):
-                words[rng.randrange(len(words))] = rng.choice(["the", "a", "new", "2019", "more"])
-            out.append(" ".join(words))
-        else:
-            out.append(" ".join(words[: int(len(words) * 0.95)]))
-    return out
+    return [near_copy(text, rng, k) for k, text in enumerate(originals)]
 
 
 def run_preset(name: str, steps: list, sources: list[dict], work: Path) -> dict:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import yaml
 
-from data_prep_bench import REPO, bench_filters, kernel_docs, shipped_texts
+from data_prep_bench import REPO, bench_filters, kernel_docs, near_copy, shipped_texts
 
 STAGES = ("documents", "buckets", "clusters", "output", "publish")
 
@@ -76,17 +76,6 @@ class Renamer:
             return new.upper() if word.isupper() and len(word) > 1 else new.capitalize() if word[0].isupper() else new
 
         return [_WORD.sub(rename, t) for t in texts]
-
-
-def near_copy(text: str, rng: random.Random, kind: int) -> str:
-    words = text.split(" ")
-    if kind == 0:
-        return "Home | Docs | Contact\n" + text + "\nShare this page."
-    if kind == 1:
-        for _ in range(max(1, len(words) // 100)):
-            words[rng.randrange(len(words))] = rng.choice(["the", "a", "new", "2019", "more"])
-        return " ".join(words)
-    return " ".join(words[: int(len(words) * 0.95)])
 
 
 def write_corpus(base: list[str], scale: int, folder: Path, files_per_copy: int) -> dict[str, str]:
