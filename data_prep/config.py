@@ -119,9 +119,6 @@ class DataPrepArguments:
                 f"{unlabelled}: add {{step: language_id}} or set language: on each source"
             )
 
-    def enabled(self, stage: str) -> list[tuple[str, StepParams]]:
-        return [(n, p) for n, p in self.parsed_steps if p.enabled and getattr(STEPS[n], "stage", "document") == stage]
-
     def step_params(self, name: str) -> StepParams | None:
         return next((p for n, p in self.parsed_steps if n == name and p.enabled), None)
 
