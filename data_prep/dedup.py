@@ -289,7 +289,8 @@ class DedupClusters(PipelineStep):
         for i in np.flatnonzero((keep_of != np.arange(len(nodes))) | (exact_of != np.arange(len(nodes)))):
             reason, kept = ("exact_duplicate", exact_of[i]) if exact_of[i] != i else ("near_duplicate", keep_of[i])
             self.stat_update(reason)
-            record = {"id": self._id(ids, nodes[i]), "reason": reason, "duplicate_of": self._id(ids, nodes[kept])}
+            record = {"id": self._id(ids, nodes[i]), "reason": reason, "duplicate_of": self._id(ids, nodes[kept]),
+                      "order": [int(nodes[i][k]) for k in ("src", "file", "row")]}
             lines.setdefault(int(nodes[i]["task"]), []).append(json.dumps(record, ensure_ascii=False))
         for task, task_lines in lines.items():
             tmp = out / f"{task:05d}.jsonl.tmp"

@@ -15,7 +15,6 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +159,9 @@ def bad_records(folder: Path, cap: int = MAX_BAD_RECORDS) -> list[dict]:
 
 
 def removed_examples(folder: Path, cap: int = MAX_REMOVED_EXAMPLES) -> list[dict]:
-    return list(islice(_jsonl(sorted(folder.glob("*.jsonl"))), cap))
+    """The first `cap` removed duplicates in source order, whatever the number of tasks (a bounded heap)."""
+    first = heapq.nsmallest(cap, _jsonl(sorted(folder.glob("*.jsonl"))), key=lambda r: r["order"])
+    return [{k: v for k, v in r.items() if k != "order"} for r in first]
 
 
 def sources_funnel(steps: list[Step], counts: SplitCounts, order: list[str] | None = None) -> dict[str, dict]:
