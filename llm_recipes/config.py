@@ -7,7 +7,6 @@ argparse-style error (exit code 2) that names the key and the file, instead of a
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
 import enum
