@@ -296,7 +296,8 @@ class FineWebParams(StepParams):
     line_punct_thr: float = field(
         default=0.12, metadata={"help": "FineWeb, per document: >= 12% of lines end in punctuation."})
     line_punct_exclude_zero: bool = field(
-        default=False, metadata={"help": "FineWeb, per document: skip line_punct_thr when no line ends in punctuation."})
+        default=False,
+        metadata={"help": "FineWeb, per document: skip line_punct_thr when no line ends in punctuation."})
     short_line_thr: float = field(default=0.67, metadata={"help": "FineWeb, per document: <= 67% of lines are short."})
     short_line_length: int = field(
         default=30, metadata={"help": "FineWeb, per document (short_line_thr): a short line has <= 30 characters."})
@@ -362,7 +363,8 @@ class ChineseQualityParams(StepParams):
     )
     short_line_thr: float = field(default=0.67, metadata={"help": "FineWeb, per document: max share of short lines."})
     short_line_chars: int = field(
-        default=10, metadata={"help": "Per document (short_line_thr): a short Chinese line (30 Latin characters ≈ 10 CJK characters)."}
+        default=10,
+        metadata={"help": "Per document (short_line_thr): a short Chinese line (30 Latin characters ≈ 10 CJK ones)."}
     )
     char_duplicates_ratio: float = field(
         default=0.01, metadata={"help": "FineWeb, per document: max share of chars in repeated lines."})

@@ -109,8 +109,8 @@ def test_bad_records_and_duplicate_examples_are_read_with_a_cap(tmp_path):
     for task in range(2):
         items = [{"where": f"f.jsonl:{task + 2 * i:06d}", "reason": "invalid_json"} for i in range(800)]
         (tmp_path / "bad" / f"{task:05d}.jsonl").write_text("".join(json.dumps(b) + "\n" for b in items))
-        removed = [{"id": f"d{task + 2 * i}", "reason": "near_duplicate", "duplicate_of": "d0", "order": [0, 0, task + 2 * i]}
-                   for i in range(15)]  # each task's file in source order, the two files interleaved
+        removed = [{"id": f"d{task + 2 * i}", "reason": "near_duplicate", "duplicate_of": "d0",
+                    "order": [0, 0, task + 2 * i]} for i in range(15)]  # each task's file in source order, the two files interleaved
         (tmp_path / "removed" / f"{task:05d}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in removed))
         logged += items
     assert bad_records(tmp_path / "bad") == sorted(logged, key=lambda b: b["where"])[:1000]

@@ -117,7 +117,8 @@ def _survivors(repo_root, preset: str, texts: list[str]) -> int:
     from data_prep.steps import build_step
 
     specs = yaml.safe_load((repo_root / "configs" / "data" / preset).read_text())["steps"]
-    steps = [build_step(i, s) for i, s in enumerate(specs) if getattr(STEPS[s["step"]], "stage", "document") == "document"]
+    steps = [build_step(i, s) for i, s in enumerate(specs)
+             if getattr(STEPS[s["step"]], "stage", "document") == "document"]
     stream = iter([Document(text=t, id=str(i), metadata={"language": None, "source": "clean"})
                    for i, t in enumerate(texts)])
     for step in steps:
