@@ -19,7 +19,6 @@ FineWeb's parameters (5-grams, 14 bands x 8 rows, ≈0.75 Jaccard) are the defau
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,8 @@ import numpy as np
 import xxhash
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
+
+from llm_recipes.atomic import atomic_open, atomic_write_text
 
 from data_prep.steps.base import DocStep, StepParams, register
 from data_prep.text import normalise_for_exact_dedup
@@ -120,14 +121,6 @@ def _sort(sigs: np.ndarray) -> np.ndarray:
     return sigs[np.lexsort((sigs["row"], sigs["file"], sigs["src"], sigs["hash"]))]
 
 
-def _save(array: np.ndarray, path: Path) -> None:
-    """np.save through a temporary name: a killed task never leaves a half-written file under the final name."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
-
-
 class DedupSignatures(PipelineStep):
     """Pass documents through; write this task's sorted signature file per bucket to <folder>/<rank>/<bucket>.npy."""
 
@@ -151,11 +144,11 @@ class DedupSignatures(PipelineStep):
             if not buffer:
                 return
             nodes = np.array([b[2] for b in buffer], dtype=NODE)
-            for name in buckets:
-                if name == EXACT:
-                    hashes = np.array([b[0] for b in buffer], dtype=np.uint64)
-                else:
-                    hashes = np.array([b[1][int(name[5:])] for b in buffer], dtype=np.uint64)
+            exact = np.array([b[0] for b in buffer], dtype=np.uint64)
+            bands = np.array([b[1] for b in buffer], dtype=np.uint64)  # (docs, bands); (docs, 0) without MinHash
+            # The bucket files in bucket_names' order: `exact` first when on, then one per band.
+            columns = ([exact] if self.exact else []) + list(bands.T)
+            for name, hashes in zip(buckets, columns):
                 keep = hashes != 0  # 0: a text too short for one n-gram has no MinHash signature
                 sigs = np.empty(int(keep.sum()), SIGNATURE)
                 sigs["hash"] = hashes[keep]
@@ -180,9 +173,11 @@ class DedupSignatures(PipelineStep):
             for name, f in raw.items():  # one bucket of this task in memory at a time, as datatrove does
                 f.close()
                 path = out / f"{name}.raw"
-                _save(_sort(np.fromfile(path, dtype=SIGNATURE)), out / f"{name}.npy")
+                with atomic_open(out / f"{name}.npy", "wb") as f:  # a killed task leaves no half-written file
+                    np.save(f, _sort(np.fromfile(path, dtype=SIGNATURE)))
                 path.unlink()
-            _save(np.array(ids, dtype=str), out / "ids.npy")
+            with atomic_open(out / "ids.npy", "wb") as f:
+                np.save(f, np.array(ids, dtype=str))
 
 
 class DedupBuckets(PipelineStep):
@@ -210,9 +205,7 @@ class DedupBuckets(PipelineStep):
         pos, ends = [0] * len(arrays), [len(a) for a in arrays]
         per_file = max(1, self.chunk_records // max(1, len(arrays)))
         carry = None  # the last document of the previous chunk: its hash group may go on in this one
-        out = Path(self.pairs_folder) / f"{bucket}.pairs"
-        tmp = out.with_name(out.name + ".tmp")
-        with open(tmp, "wb") as f:
+        with atomic_open(Path(self.pairs_folder) / f"{bucket}.pairs", "wb") as f:
             while any(p < e for p, e in zip(pos, ends)):
                 windows = [a[p : min(p + per_file, e)] for a, p, e in zip(arrays, pos, ends)]
                 # Every group with a hash below `upper` lies wholly inside the windows (the files are sorted); the
@@ -231,7 +224,6 @@ class DedupBuckets(PipelineStep):
                     pairs.tofile(f)
                     self.stat_update("pairs", value=len(pairs))
                     carry = chunk[-1]
-        os.replace(tmp, out)
 
 
 def _pairs(chunk: np.ndarray, carry) -> np.ndarray:
@@ -293,9 +285,7 @@ class DedupClusters(PipelineStep):
                       "order": [int(nodes[i][k]) for k in ("src", "file", "row")]}
             lines.setdefault(int(nodes[i]["task"]), []).append(json.dumps(record, ensure_ascii=False))
         for task, task_lines in lines.items():
-            tmp = out / f"{task:05d}.jsonl.tmp"
-            tmp.write_text("\n".join(task_lines) + "\n", encoding="utf-8")
-            os.replace(tmp, out / f"{task:05d}.jsonl")
+            atomic_write_text(out / f"{task:05d}.jsonl", "\n".join(task_lines) + "\n")
         self.stat_update("documents_with_duplicates", value=len(nodes))
         return
         yield  # a generator that yields nothing: this stage only writes files

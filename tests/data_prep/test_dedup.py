@@ -157,7 +157,7 @@ def test_bucket_merge_memory_is_bounded_by_the_chunk_not_the_corpus(tmp_path):
 
     import numpy as np
 
-    from data_prep.dedup import NODE, SIGNATURE, _save
+    from data_prep.dedup import NODE, SIGNATURE
 
     rng = np.random.default_rng(0)
     for task in range(4):
@@ -165,7 +165,7 @@ def test_bucket_merge_memory_is_bounded_by_the_chunk_not_the_corpus(tmp_path):
         sigs["hash"] = rng.integers(1, 2**40, len(sigs), dtype=np.uint64)
         sigs["row"], sigs["task"], sigs["idx"] = np.arange(len(sigs)) * 4 + task, task, np.arange(len(sigs))
         (tmp_path / "sig" / f"{task:05d}").mkdir(parents=True)
-        _save(np.sort(sigs, order=["hash", *NODE.names]), tmp_path / "sig" / f"{task:05d}" / "exact.npy")
+        np.save(tmp_path / "sig" / f"{task:05d}" / "exact.npy", np.sort(sigs, order=["hash", *NODE.names]))
     step = DedupBuckets(str(tmp_path / "sig"), str(tmp_path / "pairs"), ["exact"], chunk_records=50_000)
     tracemalloc.start()
     list(step.run())
