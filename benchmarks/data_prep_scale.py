@@ -114,7 +114,8 @@ def run_stage(config: Path, stage: str) -> dict:
     """Child process: one stage; prints its seconds."""
     from data_prep.cli import parse
     from data_prep.layout import Layout
-    from data_prep.pipeline import StageFailed, make_executor, stage_pipelines, stage_tasks
+    from data_prep.pipeline import run_stage as run_pipeline_stage
+    from data_prep.pipeline import stage_pipelines
     from data_prep.publish import publish
 
     args = parse(["--config", str(config)])
@@ -123,10 +124,7 @@ def run_stage(config: Path, stage: str) -> dict:
     if stage == "publish":
         publish(args)
     else:
-        executor = make_executor(args, layout, stage, stage_pipelines(args, layout)[stage])
-        executor.run()
-        if executor.get_incomplete_ranks(range(stage_tasks(args, stage))):
-            raise StageFailed(stage)
+        run_pipeline_stage(args, layout, stage, stage_pipelines(args, layout)[stage])
     return {"stage": stage, "seconds": time.perf_counter() - start}
 
 

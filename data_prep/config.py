@@ -10,7 +10,7 @@ from typing import Any, Union
 from llm_recipes.config import ConfigError
 
 from data_prep.sources import SourceSpec, parse_sources
-from data_prep.steps import STEPS, StepParams, parse_step_spec
+from data_prep.steps import STEPS, StepParams, parse_step_spec, step_name_of
 
 # Per-document steps run first (any order the YAML gives), then the corpus-wide ones in this fixed order.
 STAGE_ORDER = {"document": 0, "dedup": 1, "split": 2}
@@ -87,8 +87,8 @@ class DataPrepArguments:
         last_stage = 0
         for i, spec in enumerate(self.steps):
             params = parse_step_spec(i, spec)
-            name = spec if isinstance(spec, str) else spec["step"]
-            stage = getattr(STEPS[name], "stage", "document")
+            name = step_name_of(spec)
+            stage = STEPS[name].stage
             if STAGE_ORDER[stage] < last_stage:
                 raise ConfigError(f"steps[{i}] ({name}): per-document steps come first, then dedup_exact / "
                                   "dedup_minhash, then augment")

@@ -26,7 +26,7 @@ from data_prep.dedup import DedupBuckets, DedupClusters, DedupDrop, DedupSignatu
 from data_prep.sources import SourceReader
 from data_prep.publish import PublishStep
 from data_prep.split import SplitAndWeight, split_writer
-from data_prep.steps import build_step
+from data_prep.steps import STEPS, build_step, step_name_of
 
 
 def prepare_work_dir(args: DataPrepArguments) -> Layout:
@@ -49,7 +49,7 @@ def stage_pipelines(args: DataPrepArguments, layout: Layout) -> dict[str, list]:
 
     dropped = str(layout.dropped) if args.write_dropped else None
     doc_steps = [build_step(i, spec, dropped_folder=dropped, seed=args.seed) for i, spec in enumerate(args.steps)
-                 if getattr_stage(spec) == "document"]
+                 if STEPS[step_name_of(spec)].stage == "document"]
     exact = args.step_params("dedup_exact") is not None
     minhash = args.step_params("dedup_minhash")
     dedup = exact or minhash is not None
@@ -72,13 +72,6 @@ def stage_pipelines(args: DataPrepArguments, layout: Layout) -> dict[str, list]:
         stages["clusters"] = [DedupClusters(str(layout.signatures), str(layout.pairs), str(layout.removed))]
     stages["output"] = output
     return stages
-
-
-def getattr_stage(spec) -> str:
-    from data_prep.steps import STEPS
-
-    name = spec if isinstance(spec, str) else spec["step"]
-    return getattr(STEPS[name], "stage", "document")
 
 
 def stage_tasks(args: DataPrepArguments, stage: str) -> int:
@@ -121,16 +114,19 @@ def run_stages(args: DataPrepArguments, layout: Layout) -> dict[str, float]:
         if not ray.is_initialized():
             ray.init(address=args.ray_address, num_cpus=None if args.ray_address else max(args.workers, 1)
                      if args.workers > 0 else None)
-    timings = {}
-    for stage, pipeline in stage_pipelines(args, layout).items():
-        executor = make_executor(args, layout, stage, pipeline)
-        start = time.perf_counter()
-        executor.run()
-        timings[stage] = round(time.perf_counter() - start, 2)
-        incomplete = executor.get_incomplete_ranks(range(stage_tasks(args, stage)))
-        if incomplete:
-            raise StageFailed(f"stage {stage}: tasks {incomplete} did not complete; see {layout.stage_logs(stage)}/logs")
-    return timings
+    return {stage: run_stage(args, layout, stage, pipeline) for stage, pipeline in stage_pipelines(args, layout).items()}
+
+
+def run_stage(args: DataPrepArguments, layout: Layout, stage: str, pipeline: list) -> float:
+    """One stage on the local or Ray executor; its wall time in seconds, or StageFailed if any task did not complete."""
+    executor = make_executor(args, layout, stage, pipeline)
+    start = time.perf_counter()
+    executor.run()
+    seconds = round(time.perf_counter() - start, 2)
+    incomplete = executor.get_incomplete_ranks(range(stage_tasks(args, stage)))
+    if incomplete:
+        raise StageFailed(f"stage {stage}: tasks {incomplete} did not complete; see {layout.stage_logs(stage)}/logs")
+    return seconds
 
 
 def submit_slurm(args: DataPrepArguments, layout: Layout):

@@ -58,6 +58,7 @@ class DocStep(PipelineStep):
     type = "data_prep"
     step_name: ClassVar[str]
     Params: ClassVar[type[StepParams]] = StepParams
+    stage: ClassVar[str] = "document"  # or "dedup" / "split": the corpus-wide steps, in the stages after it
 
     def __init__(self, params: StepParams, dropped_folder: str | None = None, seed: int = 0):
         self.name = self.step_name  # before PipelineStep.__init__, which names the stats after it
@@ -109,6 +110,11 @@ class DocStep(PipelineStep):
         finally:
             if writer is not None:
                 writer.close()
+
+
+def step_name_of(spec: Any) -> str:
+    """The step a YAML entry names: `pii` or `{step: pii, ...}`."""
+    return spec if isinstance(spec, str) else spec["step"]
 
 
 def build_step(index: int, spec: Any, dropped_folder: str | None = None, seed: int = 0) -> DocStep | None:

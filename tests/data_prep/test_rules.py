@@ -114,11 +114,10 @@ def _survivors(repo_root, preset: str, texts: list[str]) -> int:
     """Documents that pass a preset's per-document steps (the real run loops, language ID included)."""
     import yaml
 
-    from data_prep.steps import build_step
+    from data_prep.steps import build_step, step_name_of
 
     specs = yaml.safe_load((repo_root / "configs" / "data" / preset).read_text())["steps"]
-    steps = [build_step(i, s) for i, s in enumerate(specs)
-             if getattr(STEPS[s["step"]], "stage", "document") == "document"]
+    steps = [build_step(i, s) for i, s in enumerate(specs) if STEPS[step_name_of(s)].stage == "document"]
     stream = iter([Document(text=t, id=str(i), metadata={"language": None, "source": "clean"})
                    for i, t in enumerate(texts)])
     for step in steps:
