@@ -144,6 +144,16 @@ def _plain(value: Any) -> Any:
 _BOOL_WORDS = {"true", "false", "yes", "no", "1", "0"}
 
 
+def _is_enum(hint: Any) -> bool:
+    return isinstance(hint, type) and issubclass(hint, enum.Enum)
+
+
+def _union_args(hint: Any) -> tuple:
+    """The members of a Union as HfArgumentParser reads them: Union[SomeEnum, str] is SomeEnum (its choices)."""
+    args = typing.get_args(hint)
+    return tuple(a for a in args if a is not str) if str in args and any(map(_is_enum, args)) else args
+
+
 def value_fits(value: Any, hint: Any, choices: Sequence | None = None) -> bool:
     """Whether a YAML value fits a dataclass field's type (and its `choices`, when the field lists them): the one check
     of YAML values, for recipe configs and for data_prep's step parameters. Like argparse on the command line, a string
@@ -152,15 +162,12 @@ def value_fits(value: Any, hint: Any, choices: Sequence | None = None) -> bool:
         return str(_plain(value)) in {str(_plain(c)) for c in choices}
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if str in args and any(isinstance(a, type) and issubclass(a, enum.Enum) for a in args):
-            args = tuple(a for a in args if a is not str)  # HfArgumentParser reads Union[SomeEnum, str] as SomeEnum
-        return any(value_fits(value, a) for a in args)
+        return any(value_fits(value, a) for a in _union_args(hint))
     if value is None or hint is type(None):
         return value is None and hint in (type(None), Any)
     if origin is typing.Literal:
         return str(_plain(value)) in {str(_plain(a)) for a in typing.get_args(hint)}
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+    if _is_enum(hint):
         return str(_plain(value)) in {str(m.value) for m in hint}
     if hint is bool:
         return isinstance(value, bool) or (isinstance(value, str) and value.lower() in _BOOL_WORDS)
@@ -187,12 +194,12 @@ def value_fits(value: Any, hint: Any, choices: Sequence | None = None) -> bool:
 def type_name(hint: Any, choices: Sequence | None = None) -> str:
     if choices is not None:
         return "one of " + ", ".join(str(_plain(c)) for c in choices)
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+    if _is_enum(hint):
         return "one of " + ", ".join(str(m.value) for m in hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if str in args and any(isinstance(a, type) and issubclass(a, enum.Enum) for a in args):
-            return type_name(next(a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)))
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and str in typing.get_args(hint):
+        enums = [a for a in _union_args(hint) if _is_enum(a)]
+        if enums:
+            return type_name(enums[0])
     return getattr(hint, "__name__", None) if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 
