@@ -90,7 +90,8 @@ class NormalizeParams(StepParams):
     max_repeated_punctuation: int = field(
         default=3, metadata={"help": "Runs of one punctuation mark longer than this are cut to this length (!!!!!! → !!!)."}
     )
-    max_blank_lines: int = field(default=1, metadata={"help": "Per line: consecutive blank lines kept between paragraphs."})
+    max_blank_lines: int = field(
+        default=1, metadata={"help": "Per line: consecutive blank lines kept between paragraphs."})
 
 
 @register
@@ -127,12 +128,13 @@ class BoilerplateParams(StepParams):
             r"(?i)^(click here|read more|share (this|on)|follow us|subscribe|sign up|log ?in|skip to (main )?content)\b",
             r"^(版权所有|Copyright|备案号|ICP备|点击(这里|此处)|分享到|扫一扫|关注我们|上一篇|下一篇|返回顶部)",
         ],
-        metadata={"help": "Per line: regexes; a line matching any of them is removed (navigation, cookie and copyright lines)."},
+        metadata={"help": "Per line: regexes; a line matching any of them is removed (navigation, cookie and "
+                  "copyright lines)."},
     )
     max_line_chars: int = field(
         default=200,
-        metadata={"help": "Per line: only lines up to this many characters are removed (0 = any length): boilerplate is short, "
-                  "and a long paragraph that mentions a privacy policy is content."},
+        metadata={"help": "Per line: only lines up to this many characters are removed (0 = any length): boilerplate "
+                  "is short, and a long paragraph that mentions a privacy policy is content."},
     )
 
 
