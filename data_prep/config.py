@@ -31,7 +31,7 @@ class DataPrepArguments:
         metadata={"help": "Steps in order: list of {step: name, <parameter>: value}. `python -m data_prep --list_steps` "
                   "prints every step with its parameters and their published defaults."},
     )
-    output_dir: str = field(default="outputs/data/tiny", metadata={"help": "Final folder: train/ validation/ test/ "
+    output_dir: str = field(default="outputs/tiny/data", metadata={"help": "Final folder: train/ validation/ test/ "
                             "JSONL shards with a `text` column, report.json, report.md, length_histogram.png."})
     work_dir: str | None = field(
         default=None,

@@ -7,14 +7,16 @@ argparse-style error (exit code 2) that names the key and the file, instead of a
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import enum
+import json
 import os
 import sys
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import yaml
@@ -32,6 +34,11 @@ class RecipeParser(TrlParser):
         # argparse would otherwise accept `--num_gpu` as an abbreviation of `--num_gpus`: a typo must be an error.
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(dataclass_types, **kwargs)
+        # A list-of-sources field (datasets, lm_sets, ...) takes a path per item on the command line; a JSON object
+        # gives an item its other keys too: --lm_sets '{"path": "a", "language": "en"}' '{"path": "b", ...}'.
+        for action in self._actions:
+            if dataclasses.is_dataclass(action.type):
+                action.type = _source_from_cli(action.type)
 
     def error(self, message: str):
         # One line naming the problem; the full usage is one `--help` away.
@@ -135,6 +142,23 @@ def parse_source_list(value: Any, source_cls: type, key: str) -> list:
             raise ConfigError(f"{key}[{i}]: expected a path or a mapping with 'path', got {item!r}")
         parsed.append(item)
     return parsed
+
+
+def _source_from_cli(source_cls: type) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        if not text.lstrip().startswith("{"):
+            return source_cls(text)
+        try:
+            item = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise argparse.ArgumentTypeError(f"not a JSON object ({e.msg}): {text}") from None
+        try:
+            return parse_source_list([item], source_cls, "item")[0]
+        except ValueError as e:  # argparse shows an ArgumentTypeError's text, but only "invalid value" for others
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = source_cls.__name__  # argparse names the type in its error line
+    return convert
 
 
 def _plain(value: Any) -> Any:

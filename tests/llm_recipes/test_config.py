@@ -117,3 +117,25 @@ def test_none_from_cli_and_yaml(tmp_path):
     cfg = write(tmp_path, "sample_rate: 0.5\n")
     data, _ = parser().parse(["--config", cfg, "--sample_rate", "none"])
     assert data.sample_rate is None
+
+
+@dataclass
+class _Source:
+    path: str
+    language: str | None = None
+
+
+@dataclass
+class _WithSources:
+    sets: list[_Source] = field(default_factory=list, metadata={"help": "sources"})
+
+
+def test_source_lists_take_paths_or_json_objects_on_the_command_line(capsys):
+    (args,) = RecipeParser(_WithSources).parse(["--sets", '{"path": "a", "language": "zh"}', "b"])
+    assert args.sets == [_Source("a", "zh"), _Source("b")]
+    with pytest.raises(SystemExit) as exc:
+        RecipeParser(_WithSources).parse(["--sets", '{"path": "a", "lang": "zh"}'])
+    assert exc.value.code == 2 and "unknown key(s) ['lang']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        RecipeParser(_WithSources).parse(["--sets", '{"path": "a",'])
+    assert "not a JSON object" in capsys.readouterr().err
