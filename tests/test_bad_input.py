@@ -27,6 +27,7 @@ FILES = {
     "empty_text.csv": "text,label\ngood,1\n   ,0\nbad,0\n",
     "english.txt": "Plain English text, without a single Chinese character in it.\n" * 20,
     "same_answers.json": json.dumps([{"prompt": "Say hi", "chosen": "hi", "rejected": "hi"}]),
+    "bad_pipeline.yaml": "stages:\n  - {name: a, run: 'echo {rundir}'}\n",
 }
 
 
@@ -91,6 +92,9 @@ CASES = [
      "odd_label.csv, record 2: label 'meh' is not in class_names"),
     ("classify", cls("{model}", "{tmp}/empty_text.csv"), "empty_text.csv, record 2: text column 'text' is empty"),
     ("classify", cls("{notok}", "{tmp}/one_label.csv"), "no tokenizer to load"),
+    ("report", ["--runs", "{tmp}/no_such_run", "--output_dir", "{out}"], "no_such_run not found"),
+    ("run_pipeline", ["--config", "{tmp}/bad_pipeline.yaml", "--run_dir", "{out}"],
+     "bad_pipeline.yaml: stages[0] (a): unknown placeholder(s) ['rundir']"),
 ]
 
 

@@ -80,16 +80,17 @@ ENTRY_POINTS = {
             "{out}", "--max_steps", "2", "--eval_steps", "2", "--save_steps", "2", "--max_length", "128",
             "--max_prompt_length", "64"],
     "model_info": ["-m", "llm_recipes.model_info", "--model_preset", "7b"],
+    "report": ["recipes/report.py", "--runs", "{packed_run}", "--output_dir", "{out}"],
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
 def test_entry_point_writes_no_planted_secret(entry, tmp_path, tokenizer_config, pack_config, tiny_tokenizer_dir,
-                                              tiny_chat_model_dir, lora_adapter):
+                                              tiny_chat_model_dir, lora_adapter, tiny_packed_dir):
     out = tmp_path / "out"
     values = {"out": out, "tok_config": tokenizer_config, "pack_config": pack_config, "tok": tiny_tokenizer_dir,
-              "model": tiny_chat_model_dir, "adapter": lora_adapter}
+              "model": tiny_chat_model_dir, "adapter": lora_adapter, "packed_run": tiny_packed_dir.parent}
     env = {**os.environ, **PLANTED_ENV, "DATA_DIR": str(DATA_DIR)}
     command, log = [a.format(**values) for a in ENTRY_POINTS[entry]], ""
     while command:  # `a && b`: one command after the other

@@ -4,8 +4,8 @@ import datasets
 import pytest
 from transformers import AutoTokenizer
 
-from llm_recipes.chat_data import (PREFERENCE, ChatDataArguments, ChatSource, convert, load_mixture, load_source,
-                                   to_messages)
+from llm_recipes.chat_data import (PREFERENCE, ChatDataArguments, ChatSource, convert, drop_too_long, load_mixture,
+                                   load_source, report_dict, to_messages)
 from llm_recipes.config import ConfigError
 
 
@@ -155,6 +155,24 @@ def test_mixture_fractions_and_deterministic_held_out_split(data_dir):
     assert again["train"]["record_index"] == data["train"]["record_index"]
     other, _ = mix(1)
     assert other["test"]["record_index"] != data["test"]["record_index"]
+
+
+def test_too_long_conversations_are_dropped_whole_and_counted_per_source(data_dir, tokenizer):
+    args = ChatDataArguments(datasets=[str(data_dir / "alpaca_gpt4_en_demo/alpaca_en_demo.json"),
+                                       str(data_dir / "alpaca_zh_demo/alpaca_zh_demo.json")], test_split_size=0.1)
+    data, reports = load_mixture(args, 0)
+    before = {split: len(ds) for split, ds in data.items()}
+    kept = drop_too_long(data, tokenizer, 256, reports)
+    for split, ds in kept.items():
+        lengths = [len(tokenizer.apply_chat_template(m, tokenize=True, return_dict=True)["input_ids"])
+                   for m in ds["messages"]]
+        assert max(lengths) <= 256 and 0 < len(ds) < before[split]
+    en, zh = reports
+    assert en.too_long > 0 and zh.too_long > 0
+    assert en.train + zh.train == len(kept["train"]) and en.test + zh.test == len(kept["test"])
+    assert report_dict(reports)["too_long_dropped"] == sum(before.values()) - sum(len(d) for d in kept.values())
+    with pytest.raises(ConfigError, match="longer than max_length 4"):
+        drop_too_long(data, tokenizer, 4, reports)
 
 
 def test_config_mistakes():
