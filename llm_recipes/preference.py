@@ -72,6 +72,13 @@ def truncation_counts(tokenized: datasets.Dataset, max_length: int | None) -> di
     return counts
 
 
+def drop_over_length(tokenized: datasets.Dataset, max_length: int) -> datasets.Dataset:
+    """The pairs whose prompt + longer answer fit `max_length`: a cut answer loses its end-of-turn token, so the
+    preferred answer would teach a small model answers that never stop."""
+    return tokenized.filter(lambda p, c, r: len(p) + max(len(c), len(r)) <= max_length,
+                            input_columns=["prompt_ids", "chosen_ids", "rejected_ids"])
+
+
 # --- held-out measurement ---------------------------------------------------------------------------------------------
 
 
@@ -139,11 +146,12 @@ def report_markdown(scores: dict[str, Any] | None, data: dict[str, Any], args, l
     lines = ["# DPO report", "", f"Loss {', '.join(args.loss_type)}, beta {args.beta}, max_length {args.max_length}, "
              f"max_prompt_length {data['max_prompt_length']}, {data['train']} train / {data['test']} held-out pairs.",
              "", "## Data", "",
-             "| source | records | invalid | prompt trimmed | prompt too long (dropped) | answer truncated | train | "
-             "held out |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| source | records | invalid | prompt trimmed | prompt too long (dropped) | answer truncated | "
+             "answer too long (dropped) | train | held out |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in data["sources"]:
         lines.append(f"| {s['source']} | {s['records']} | {s['invalid']} | {s['prompt_trimmed']} | "
-                     f"{s['prompt_too_long']} | {s['answer_truncated']} | {s['train']} | {s['test']} |")
+                     f"{s['prompt_too_long']} | {s['answer_truncated']} | {s['answer_too_long']} | {s['train']} | "
+                     f"{s['test']} |")
     train = [e for e in log_history if "loss" in e and "rewards/accuracies" in e]
     if train:
         first, last = train[0], train[-1]

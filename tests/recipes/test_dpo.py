@@ -94,6 +94,19 @@ def test_data_report_counts_trimmed_dropped_and_truncated_pairs(tiny_chat_model_
     assert en["prompt_trimmed"] > 0  # multi-turn prompts lose their oldest exchanges instead of the whole pair
 
 
+def test_long_pairs_drop_keeps_only_pairs_that_fit_and_counts_the_rest(tiny_chat_model_dir, data_dir, tmp_path):
+    script_args, args, model_args = recipes.dpo.make_parser().parse(
+        [*dpo_args(recipe_config(tmp_path, data_dir), tiny_chat_model_dir, tmp_path / "x"), "--long_pairs", "drop"])
+    trainer, report = recipes.dpo.build_trainer(script_args, args, model_args)
+    for s in report["sources"]:
+        assert s["used"] == s["prompt_too_long"] + s["answer_too_long"] + s["train"] + s["test"], s
+        assert s["answer_too_long"] > 0 and s["answer_truncated"] == 0, s
+    for ds in (trainer.train_dataset, trainer.eval_dataset):
+        assert max(len(p) + max(len(c), len(r)) for p, c, r in
+                   zip(ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"])) <= args.max_length
+    assert len(trainer.train_dataset) == report["train"] and len(trainer.eval_dataset) == report["test"]
+
+
 # --- LoRA: the reference is the adapter-disabled base -----------------------------------------------------------------
 
 
