@@ -61,7 +61,10 @@ class DataPrepArguments:
         default=False, metadata={"help": "Also write every dropped document with its step and reason to dropped/."}
     )
     ray_address: str | None = field(
-        default=None, metadata={"help": "executor ray: cluster address for ray.init (None: the running or a local one)."}
+        default=None,
+        metadata={"help": "executor ray: the cluster to run on, as ray.init takes it: host:port of its head node (the "
+                  "--port of `ray start --head`) or auto (RAY_ADDRESS, else the cluster `ray start` began on this "
+                  "machine). None: a Ray of its own in this process, with `workers` CPUs."},
     )
     ray_cpus_per_task: int = field(default=1, metadata={"help": "executor ray: CPUs reserved per task."})
     slurm_partition: str | None = field(default=None, metadata={"help": "executor slurm: partition (required)."})

@@ -111,8 +111,9 @@ def run_stages(args: DataPrepArguments, layout: Layout) -> dict[str, float]:
     if args.executor == "ray":
         import ray
 
-        if not ray.is_initialized():
-            ray.init(address=args.ray_address, num_cpus=None if args.ray_address else max(args.workers, 1)
+        if not ray.is_initialized():  # "local": without an address Ray would join a cluster found on the machine,
+            # where passing num_cpus is an error
+            ray.init(address=args.ray_address or "local", num_cpus=None if args.ray_address else max(args.workers, 1)
                      if args.workers > 0 else None)
     return {stage: run_stage(args, layout, stage, pipeline) for stage, pipeline in stage_pipelines(args, layout).items()}
 

@@ -88,10 +88,28 @@ def kill_when(proc, condition, timeout: float = 600, group: bool = False, what: 
         assert proc.poll() is None and time.time() < deadline, f"run ended before {what}"
         time.sleep(0.002)
     if group:
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_tree(proc.pid)
     else:
         proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process group and every descendant of its leader: torchrun (inside `accelerate launch`) starts each
+    worker in a session of its own, so killing the launcher's group alone would leave the workers training on."""
+    import psutil  # a dependency of deepspeed and ray
+
+    try:
+        workers = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        workers = []
+    os.killpg(pid, signal.SIGKILL)
+    for worker in workers:
+        try:
+            worker.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(workers, timeout=30)  # gone, not just signalled, before the caller looks at what they wrote
 
 
 def kill_once_exists(proc, path: Path, timeout: float = 600, group: bool = False) -> None:

@@ -3,10 +3,10 @@
 import json
 import os
 import re
-import stat
 
 import pytest
 from dp_helpers import TINY, run, split_hashes
+from fakeslurm import install
 
 from data_prep.cli import main
 
@@ -28,20 +28,10 @@ def test_ray_gives_byte_identical_output_and_report(repo_root, tmp_path, tiny_ru
 
 @pytest.fixture
 def fake_sbatch(tmp_path, monkeypatch):
-    """An `sbatch` on PATH that records each call and answers like Slurm."""
-    bin_dir, calls = tmp_path / "bin", tmp_path / "sbatch_calls.jsonl"
-    bin_dir.mkdir()
-    script = bin_dir / "sbatch"
-    script.write_text(f"""#!/usr/bin/env python3
-import json, sys
-calls = open({str(calls)!r}, "a+")
-calls.seek(0)
-n = 1000 + len(calls.readlines())
-calls.write(json.dumps({{"args": sys.argv[1:-1], "script": open(sys.argv[-1]).read(), "id": n}}) + "\\n")
-print(f"Submitted batch job {{n}}")
-""")
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    """tests/fakeslurm.py's sbatch on PATH, recording each call without running the job; like Slurm it refuses a
+    script whose #SBATCH lines it would refuse."""
+    calls = install(tmp_path / "bin", tmp_path / "sbatch_calls.jsonl", run=False)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     return calls
 
 
