@@ -47,14 +47,14 @@ ZH = [{"path": "chnsenticorp/ChnSentiCorp_htl_all.csv", "text_column": "review"}
       {"path": "alpaca_zh_demo/alpaca_zh_demo.json", "text_column": "output"}]
 
 
-def split_to_files(specs: list[dict], work: Path, name: str) -> tuple[Path, Path]:
+def split_to_files(specs: list[dict], work: Path, name: str, limit: int | None = None) -> tuple[Path, Path]:
     splits, _ = load_corpus(CorpusArguments(train_sources=[{**s, "path": str(DATA / s["path"])} for s in specs],
                                             validation_split_size=0.1, seed=0))
     paths = []
     for split in ("train", "validation"):
         path = work / f"{name}-{split}.jsonl"
         with open(path, "w", encoding="utf-8") as f:
-            for text in splits[split]["text"]:
+            for text in splits[split]["text"][:limit]:
                 f.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
         paths.append(path)
     return paths[0], paths[1]
@@ -83,16 +83,23 @@ def main() -> None:
     cli.add_argument("--masking_steps", type=int, default=300)
     cli.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     cli.add_argument("--block_size", type=int, default=128)
+    cli.add_argument("--held_out", type=int, default=300, help="held-out documents scored per language")
+    cli.add_argument("--max_documents", type=int, default=None, help="documents kept per language and split")
+    cli.add_argument("--tiny", action="store_true", help="seconds: 600 documents per language, 3 steps per run, "
+                                                         "1 seed, 10 held-out documents, 64-token blocks (the tests)")
     args = cli.parse_args()
+    if args.tiny:
+        args.base_steps, args.continue_tokens, args.masking_steps, args.seeds = 3, 3 * 16 * 64, 3, [1]
+        args.block_size, args.held_out, args.max_documents = 64, 10, 600
     datasets.disable_progress_bars()
     common = ["--report_to", "none", "--save_strategy", "no", "--eval_strategy", "no", "--logging_steps", "50"]
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        en_train, en_test = split_to_files(EN, work, "en")
-        zh_train, zh_test = split_to_files(ZH, work, "zh")
-        en_held = [json.loads(l)["text"] for l in en_test.read_text(encoding="utf-8").splitlines()][:300]
-        zh_held = [json.loads(l)["text"] for l in zh_test.read_text(encoding="utf-8").splitlines()][:300]
+        en_train, en_test = split_to_files(EN, work, "en", args.max_documents)
+        zh_train, zh_test = split_to_files(ZH, work, "zh", args.max_documents)
+        en_held = [json.loads(l)["text"] for l in en_test.read_text(encoding="utf-8").splitlines()][:args.held_out]
+        zh_held = [json.loads(l)["text"] for l in zh_test.read_text(encoding="utf-8").splitlines()][:args.held_out]
 
         # 1. the English-only world
         english, _ = load_corpus(CorpusArguments(train_sources=[str(en_train)]))
@@ -151,6 +158,10 @@ def main() -> None:
           f"masked {med[True]:.4f} ({min(masking[True]):.4f}-{max(masking[True]):.4f}) vs plain causal packing "
           f"{med[False]:.4f} ({min(masking[False]):.4f}-{max(masking[False]):.4f}); masked minus plain per seed: "
           f"{', '.join(f'{d:+.4f}' for d in diffs)}")
+    (ext_zh, ext_en, _), (en_zh, en_en, _) = rows["extended"], rows["English tokenizer"]
+    print(f"ratio extended/English tokenizer: Chinese bits/byte {ext_zh / en_zh:.2f}x, Chinese corpus tokens "
+          f"{corpus_tokens['extended'] / corpus_tokens['English tokenizer']:.2f}x, English bits/byte "
+          f"{ext_en / en_en:.3f}x; document masking masked/plain bits/byte {med[True] / med[False]:.4f}x")
 
 
 if __name__ == "__main__":

@@ -104,19 +104,20 @@ def summarise(report: dict) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work_dir", default=None, help="keep the runs here (default: a temporary folder)")
+    parser.add_argument("--tiny", action="store_true", help="seconds: 30 documents of each source (the tests)")
     args = parser.parse_args()
     c4 = _texts(DATA / "c4_demo" / "c4_demo.jsonl")
+    keep = 30 if args.tiny else None
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work_dir or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        for label, texts in (("spam", spam_pages(c4)), ("copies", near_copies(c4))):
+        corpus = {"c4": c4, "clean_en": _texts(CLEAN / "en_encyclopedia.jsonl"),
+                  "clean_zh": _texts(CLEAN / "zh_encyclopedia.jsonl"), "spam": spam_pages(c4),
+                  "copies": near_copies(c4)}
+        for label, texts in corpus.items():
             with open(work / f"{label}.jsonl", "w", encoding="utf-8") as f:
-                f.writelines(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts)
-        sources = [{"path": str(DATA / "c4_demo" / "c4_demo.jsonl"), "label": "c4"},
-                   {"path": str(CLEAN / "en_encyclopedia.jsonl"), "label": "clean_en"},
-                   {"path": str(CLEAN / "zh_encyclopedia.jsonl"), "label": "clean_zh"},
-                   {"path": str(work / "spam.jsonl"), "label": "spam"},
-                   {"path": str(work / "copies.jsonl"), "label": "copies"}]
+                f.writelines(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts[:keep])
+        sources = [{"path": str(work / f"{label}.jsonl"), "label": label} for label in corpus]
         web = yaml.safe_load((REPO / "configs/data/web.yaml").read_text())["steps"]
         fineweb = copy.deepcopy(web)
         for step in fineweb:
@@ -133,6 +134,11 @@ def main():
             print(f"{name} {label}: {r[label]['dropped']}/{r[label]['read']} dropped; {r[label]['rules']}")
         print(f"{name} spam kept: {r['spam']['read'] - r['spam']['dropped']}; c4 rules: {r['c4']['rules']}")
     print(json.dumps(results))
+    for label in ("clean_en", "clean_zh"):
+        fineweb, web = results["fineweb"][label]["dropped"], results["web"][label]["dropped"]
+        print(f"ratio false drops FineWeb's settings/web.yaml, {label}: "
+              + (f"{fineweb / web:.1f}x" if web else f"n/a (web.yaml dropped none, FineWeb's {fineweb})")
+              + f" ({fineweb} vs {web} of {results['web'][label]['read']})")
 
 
 if __name__ == "__main__":

@@ -282,6 +282,10 @@ def main():
     print(f"filters vs datatrove stock: median {statistics.median(speedups):.2f}x "
           f"({min(speedups):.2f}-{max(speedups):.2f}, {len(rounds)} rounds); same decision "
           f"{rounds[0]['same_decision']:.2%}")
+    print(f"ratio {last}x/{first}x: wall {wall_b / wall_a / growth:.2f}x of linear, largest peak RSS "
+          f"{max(rb['peak_rss_mib'] / ra['peak_rss_mib'] for ra, rb in zip(a, b)):.2f}x; filters ours/datatrove "
+          f"{statistics.median(speedups):.2f}x" + (f"; Ray 2/1 workers {results['ray']['speedup_median']:.2f}x"
+                                                   if "ray" in results else ""))
     (work / "results.json").write_text(json.dumps(results, indent=2))
 
 

@@ -82,12 +82,17 @@ def main() -> None:
     cli.add_argument("--max_length", type=int, default=1024)
     cli.add_argument("--rounds", type=int, default=2)
     cli.add_argument("--activation_checkpointing", action="store_true", help="recompute activations in backward")
+    cli.add_argument("--tiny", action="store_true", help="seconds: tiny preset, 40 pairs per file, 2 steps, 2 pairs "
+                                                         "x 128 tokens, 1 round (the tests)")
     cli.add_argument("--arm", choices=list(ARMS), help=argparse.SUPPRESS)  # child process
     cli.add_argument("--model", help=argparse.SUPPRESS)
     cli.add_argument("--out", help=argparse.SUPPRESS)
     args = cli.parse_args()
     if args.arm:
         return one_run(args)
+    if args.tiny:
+        args.preset, args.steps, args.batch_size, args.max_length, args.rounds = "tiny", 2, 2, 128, 1
+        args.data = [json.dumps({"path": p, "format": "sharegpt", "max_samples": 40}) for p in args.data]
 
     results = {arm: [] for arm in ARMS}
     with tempfile.TemporaryDirectory() as work:
@@ -118,7 +123,7 @@ def main() -> None:
         print(f"| {arm} | {med(rows, 'parameter_elements'):,.0f} | {'n/a' if peak is None else f'{peak:.2f}'} | "
               f"{'n/a' if speed is None else f'{speed:,.0f}'} |")
     ratio = med(lora, "parameter_elements") / med(full, "parameter_elements")
-    print(f"LoRA / full: parameter elements {ratio:.3f}x"
+    print(f"ratio LoRA/full: parameter elements {ratio:.3f}x"
           + (f", peak memory {med(lora, 'peak_gib') / med(full, 'peak_gib'):.3f}x" if full[0]["peak_gib"] else ""))
 
 

@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"{result['tokens_per_second']:,.0f} tokens/s per GPU (range {result['tps_range'][0]:,.0f}-"
           f"{result['tps_range'][1]:,.0f}, {result['steps_timed']} steps)"
           + (f", MFU {result['mfu']:.1%} of the bf16 peak" if result["mfu"] is not None else ""))
+    print("ratio model FLOP/s / the card's dense bf16 peak (MFU): "
+          + (f"{result['mfu']:.3f}x" if result["mfu"] is not None else "n/a (no peak for this device)"))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))
     return result

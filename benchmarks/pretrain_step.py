@@ -119,7 +119,12 @@ def main() -> None:
     cli.add_argument("--dataloader_num_workers", type=int, default=None,
                      help="override the YAML's (GPU presets load with 2 workers, which compete for a small CPU box)")
     cli.add_argument("--profile", action="store_true", help="cProfile the Trainer run and print the top entries")
+    cli.add_argument("--tiny", action="store_true", help="seconds: tiny preset, vocab 512, 2 x 32 tokens, 3 steps, "
+                                                         "2 rounds (the tests)")
     args = cli.parse_args()
+    if args.tiny:
+        args.preset, args.vocab_size, args.batch_size, args.block_size = "tiny", 512, 2, 32
+        args.steps, args.warmup, args.rounds = 3, 1, 2
     torch.manual_seed(0)
     datasets.disable_progress_bars()
 

@@ -42,26 +42,32 @@ def main() -> None:
     cli.add_argument("--config", default="configs/sft/tiny.yaml", help="the SFT recipe whose data and shapes are used")
     cli.add_argument("--max_steps", type=int, default=30)
     cli.add_argument("--rounds", type=int, default=2)
+    cli.add_argument("--tiny", action="store_true", help="seconds: 2 steps, 1 round (the tests)")
     args = cli.parse_args()
+    if args.tiny:
+        args.max_steps, args.rounds = 2, 1
 
     config = yaml.safe_load((REPO_ROOT / args.config).read_text())
     config.update({"eval_strategy": "no", "eval_on_start": False, "test_split_size": 0, "load_best_model_at_end": False,
                    "early_stopping_patience": None, "save_strategy": "no", "report_to": "none", "sample_prompt": None})
-    work = Path(tempfile.mkdtemp(prefix="sft_packing_"))
-    bench_config = work / "bench.yaml"
-    bench_config.write_text(yaml.safe_dump(config, allow_unicode=True))
     results: dict[bool, list[dict]] = {True: [], False: []}
-    for r in range(args.rounds):
-        for packing in (True, False):
-            out = work / f"{packing}-{r}"
-            results[packing].append(run(sft, bench_config, args.model, packing, args.max_steps, out))
-            print(f"round {r} packing={packing}: {results[packing][-1]}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="sft_packing_") as tmp:
+        work = Path(tmp)
+        bench_config = work / "bench.yaml"
+        bench_config.write_text(yaml.safe_dump(config, allow_unicode=True))
+        for r in range(args.rounds):
+            for packing in (True, False):
+                out = work / f"{packing}-{r}"
+                results[packing].append(run(sft, bench_config, args.model, packing, args.max_steps, out))
+                print(f"round {r} packing={packing}: {results[packing][-1]}", flush=True)
     best = {p: max(rs, key=lambda x: x["tokens_per_second"]) for p, rs in results.items()}
     packed, padded = best[True], best[False]
     speedup = packed["tokens_per_second"] / padded["tokens_per_second"]
     machine = f"{platform.machine()}, {os.cpu_count()} cores, " + (
         "GPU" if __import__("torch").cuda.is_available() else "no GPU")
     print(json.dumps({"packed": packed, "padded": padded, "speedup": round(speedup, 2)}, indent=2))
+    print(f"ratio packed/padded real tokens/s: {speedup:.2f}x (real-token share {packed['real_token_share']:.1%} vs "
+          f"{padded['real_token_share']:.1%})")
     print(f"| {datetime.date.today()} | SFT packing (`benchmarks/sft_packing.py`, {args.config}: tiny model, "
           f"max_length {config['max_length']}, {config['per_device_train_batch_size']} rows/step, {args.max_steps} "
           f"steps, best of {args.rounds}) real-token share / real tokens/s | {machine} | packed (bfd): "

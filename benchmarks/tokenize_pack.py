@@ -61,13 +61,16 @@ def main() -> None:
     cli.add_argument("--block_size", type=int, default=1024)
     cli.add_argument("--batch_size", type=int, default=1000)
     cli.add_argument("--num_proc", type=int, default=os.cpu_count())
+    cli.add_argument("--tiny", action="store_true", help="seconds: 2,000 documents, 2 rounds (the tests)")
     args = cli.parse_args()
+    if args.tiny:
+        args.repeat, args.rounds = 1, 2
 
     (corpus_args,) = RecipeParser(CorpusArguments).parse_args_and_config(
         ["--config", args.config], return_remaining_strings=True
     )[:1]
     splits, _ = load_corpus(corpus_args)
-    texts = list(splits["train"]["text"]) * args.repeat
+    texts = list(splits["train"]["text"])[:2000 if args.tiny else None] * args.repeat
     workdir = tempfile.TemporaryDirectory()
     # the source on disk, memory-mapped, as load_corpus gives it to the pack recipe
     ds = datasets.Dataset.from_dict({"text": texts}).flatten_indices(cache_file_name=f"{workdir.name}/src.arrow")
