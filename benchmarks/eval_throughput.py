@@ -1,6 +1,6 @@
 """Examples/s of recipes/eval.py's log-likelihood scorer vs a plain batched forward over the same inputs.
 
-    python benchmarks/eval_throughput.py                            # tiny LLaMA (configs/model/tiny.yaml), ~3 min
+    python benchmarks/eval_throughput.py                            # tiny LLaMA (configs/model/tiny.yaml), minutes
     python benchmarks/eval_throughput.py --model outputs/tiny/sft   # the demo's model
     python benchmarks/eval_throughput.py --tiny                     # seconds: the test suite runs this
 
@@ -144,8 +144,8 @@ def bench(name: str, n: int, call, pad: int, model, args) -> dict:
     diff = (theirs - torch.tensor(sums, dtype=torch.float64)).abs().max().item()
     assert diff < 1e-3 * max(1.0, max(abs(s) for s in sums)), f"{name}: baseline and ours disagree by {diff}"
     start = time.perf_counter()
-    plain_forward(model, batches, len(windows))  # a second untimed pass each: in trials the first passes of a
-    call()                                       # workload ran several times slower than the later ones
+    plain_forward(model, batches, len(windows))  # a second untimed pass each, which also sizes the rounds
+    call()
     repeat = 1 if args.tiny else min(20, max(1, round(2.0 / (time.perf_counter() - start))))
     ours_t, base_t = [], []
     for _ in range(args.rounds):  # alternate, so drift of the machine hits both sides alike
