@@ -109,9 +109,9 @@ def test_evaluate_writes_results_report_and_pictures(tmp_path, tiny_chat_model_d
     assert saved["classification"]["chnsenticorp"]["dropped"] == {} or "empty_text" in \
         saved["classification"]["chnsenticorp"]["dropped"]
     generation = saved["generation"]
-    assert generation["prompts"] == 16 and set(generation["per_language"]) == {"en", "zh"}
+    assert generation["prompts"] == 32 and set(generation["per_language"]) == {"en", "zh"}
     assert 0 <= generation["stopped_share"] <= 1 and generation["mean_answer_tokens"] <= 8
-    assert len((out / "generations.jsonl").read_text().splitlines()) == 16
+    assert len((out / "generations.jsonl").read_text().splitlines()) == 32
     for png in ("lm_per_language.png", "confusion_sst2_0shot.png", "confusion_chnsenticorp_2shot.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     report = (out / "eval_report.md").read_text()
