@@ -43,8 +43,9 @@ def recipe_config(tmp_path, data_dir, preset="tiny", sources=((EN, 120), (ZH, 12
     """configs/sft/<preset>.yaml with the test's data subset and overrides, written next to the run."""
     config = yaml.safe_load((REPO_ROOT / f"configs/sft/{preset}.yaml").read_text())
     config["datasets"] = [{"path": str(data_dir / p), "max_samples": n} for p, n in sources]
+    # truncate: the tests' small subsets keep their size (tiny_lora.yaml drops long conversations for the demo)
     config.update({"report_to": "none", "max_length": 256, "per_device_train_batch_size": 2, "logging_steps": 5,
-                   "sample_prompt": None, **overrides})
+                   "sample_prompt": None, "long_conversations": "truncate", **overrides})
     path = tmp_path / f"{preset}.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True))
     return path
