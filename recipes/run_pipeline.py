@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm_recipes.atomic import atomic_write_text
@@ -104,7 +104,7 @@ def code_fingerprint() -> str:
     return h.hexdigest()
 
 
-def fingerprint(stage: Stage, argv: list[str], run_dir: str, done: dict[str, str], code: str) -> tuple[str, list]:
+def fingerprint(stage: Stage, argv: list[str], done: dict[str, str], code: str) -> tuple[str, list]:
     """The stage's fingerprint and the earlier stages it reads (from `done`: output folder -> stage fingerprint)."""
     files = {a: hashlib.sha256(Path(a).read_bytes()).hexdigest() for a in argv if os.path.isfile(a)}
     reads = sorted({out for a in argv for out in done if a == out or a.startswith(out + "/")})
@@ -138,7 +138,7 @@ def run_pipeline(args: PipelineArguments) -> list[dict]:
     records = []
     for i, stage in enumerate(args.stages, 1):
         argv = command(stage, run_dir)
-        fp, reads = fingerprint(stage, argv, run_dir, done, code)
+        fp, reads = fingerprint(stage, argv, done, code)
         stamp = stamps / f"{stage.name}.json"
         outputs = [Path(run_dir) / o for o in stage.outputs]
         old = json.loads(stamp.read_text()) if stamp.is_file() else {}
@@ -159,18 +159,17 @@ def run_pipeline(args: PipelineArguments) -> list[dict]:
             start = time.perf_counter()
             rc = run_logged(argv, Path(run_dir) / "logs" / f"{stage.name}.log")
             entry.update(status="ran" if rc == 0 else "failed", seconds=round(time.perf_counter() - start, 1))
-            if rc != 0:
-                records.append(entry)
-                atomic_write_text(record_path, json.dumps({"run_dir": run_dir, "stages": records}, indent=2) + "\n")
-                sys.exit(f"{head} failed with exit code {rc}; its log: {run_dir}/logs/{stage.name}.log")
-            stamps.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(stamp, json.dumps({"fingerprint": fp, "seconds": entry["seconds"],
-                                                 "finished": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
-            print(f"{head}: done in {entry['seconds']:.0f} s", flush=True)
+            if rc == 0:
+                stamps.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(stamp, json.dumps({"fingerprint": fp, "seconds": entry["seconds"],
+                                                     "finished": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+                print(f"{head}: done in {entry['seconds']:.0f} s", flush=True)
         done.update({f"{run_dir}/{o}": fp for o in stage.outputs})
         records.append(entry)
         if not args.dry_run:
             atomic_write_text(record_path, json.dumps({"run_dir": run_dir, "stages": records}, indent=2) + "\n")
+        if entry.get("status") == "failed":
+            sys.exit(f"{head} failed with exit code {rc}; its log: {run_dir}/logs/{stage.name}.log")
     return records
 
 
