@@ -1,6 +1,7 @@
 """Helpers shared by the test modules (import as `from testkit import ...`; fixtures live in conftest.py)."""
 
 import importlib
+import json
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ import pytest
 from llm_recipes.training import complete_checkpoints
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
 DATA_DIR = Path(os.environ.get("DATA_DIR", REPO_ROOT.parent / "shared" / "data")).resolve()
 
 
@@ -151,3 +153,49 @@ def assert_resumed_batches(baseline: Path, killed: Path, lines_before: int, chec
     resumed = data_order(killed, rank)[lines_before:]
     assert [int(step) for step, _ in resumed] == list(range(checkpoint, max_steps)), rank
     assert [h for _, h in resumed] == [h for step, h in data_order(baseline, rank) if int(step) >= checkpoint], rank
+
+
+def assert_same_update(baseline: Path, resumed: Path, checkpoint: int, weights: str, rel: float = 1e-3) -> None:
+    """The resumed run ends with the uninterrupted run's weights: what the two runs changed after the checkpoint
+    differs by under `rel` of the change itself (norms over all tensors). Not bit equality: MKL may round a sum
+    differently in another process on some CPUs (CI saw 1e-5 weight differences once, this box never), and Adam
+    turns such noise in near-zero gradients into steps of a full learning rate. A resume fault (optimizer or
+    scheduler state lost, a batch replayed or skipped) changes a large part of the update."""
+    from safetensors.torch import load_file
+
+    start = load_file(baseline / f"checkpoint-{checkpoint}" / weights)
+    final, reference = load_file(resumed / weights), load_file(baseline / weights)
+    assert final.keys() == reference.keys() == start.keys()
+    diff = {k: (final[k] - reference[k]).norm().item() ** 2 for k in reference}
+    moved = sum((reference[k] - start[k]).norm().item() ** 2 for k in reference) ** 0.5
+    worst = sorted(diff, key=diff.get, reverse=True)[:3]
+    assert moved > 0 and sum(diff.values()) ** 0.5 <= rel * moved, (sum(diff.values()) ** 0.5 / moved, worst)
+
+
+def history(run: Path) -> list[dict]:
+    """The Trainer's log_history of a finished run."""
+    return json.loads((run / "trainer_state.json").read_text())["log_history"]
+
+
+def losses(log_history: list[dict]) -> dict[int, float]:
+    return {e["step"]: e["loss"] for e in log_history if "loss" in e}
+
+
+def tokens_seen(log_history: list[dict]) -> int:
+    return [e["tokens_seen"] for e in log_history if "tokens_seen" in e][-1]
+
+
+def assert_same_losses_and_weights(baseline: Path, resumed: Path, checkpoint: int) -> None:
+    """After the checkpoint, the resumed pretraining run logs the uninterrupted run's losses, its token count, and
+    ends with its weights (logits on a fixed input, 1e-5)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    expected, got = losses(history(baseline)), losses(history(resumed))
+    after = [s for s in expected if s > checkpoint]
+    assert after and all(abs(got[s] - expected[s]) <= 1e-5 for s in after), {s: (got[s], expected[s]) for s in after}
+    assert tokens_seen(history(resumed)) == tokens_seen(history(baseline)) > 0  # counted on from the checkpoint
+    x = torch.randint(0, 2048, (1, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        final = [LlamaForCausalLM.from_pretrained(d)(x).logits for d in (baseline, resumed)]
+    assert torch.allclose(*final, atol=1e-5)

@@ -151,7 +151,9 @@ def data_section(runs: list[Run], out: Path) -> Section:
                   "### Per step", "",
                   *table("step", {run: rep and {f"{s['stage']}/{s['step']}": {
                       "documents out": s["docs_out"], "dropped": s["dropped"],
-                      "reasons": ", ".join(f"{k} {v}" for k, v in s["drops"].items()) or "-"}
+                      "reasons": ", ".join(f"{k} {v}" for k, v in s["drops"].items()) or "-",
+                      # e.g. split's weight_repeats: why a step can put out more documents than it took in
+                      "counted": ", ".join(f"{k} {v:,}" for k, v in s.get("counts", {}).items()) or "-"}
                       for s in rep.get("funnel", [])} for run, rep in reports.items()}),
                   "![data funnel](data_funnel.png)", ""]
         plots.funnel_png(have, out / "data_funnel.png")

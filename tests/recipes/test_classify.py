@@ -15,7 +15,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipe
 import recipes.classify
 from llm_recipes.classification import ClassifyDataArguments, load_splits
 from llm_recipes.training import CHECKPOINT_COMPLETE
-from testkit import (REPO_ROOT, assert_resumed_at, assert_resumed_batches, data_order, kill_once_exists,
+from testkit import (REPO_ROOT, assert_resumed_at, assert_resumed_batches, data_order, history, kill_once_exists,
                      newest_checkpoint_step)
 
 CONFIG = str(REPO_ROOT / "configs/classify/tiny.yaml")
@@ -24,10 +24,6 @@ CONFIG = str(REPO_ROOT / "configs/classify/tiny.yaml")
 def classify_args(model, out, *extra):
     return ["--config", CONFIG, "--model_name_or_path", str(model), "--output_dir", str(out), "--report_to", "none",
             *extra]
-
-
-def history(out):
-    return json.loads((out / "trainer_state.json").read_text())["log_history"]
 
 
 @pytest.mark.slow

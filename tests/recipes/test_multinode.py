@@ -10,9 +10,8 @@ import time
 from contextlib import contextmanager
 
 import pytest
-from test_pretrain import ACCELERATE, assert_same_losses_and_weights, history, losses
-from testkit import (REPO_ROOT, assert_resumed_at, assert_resumed_batches, data_order, kill_tree,
-                     newest_checkpoint_step, pretrain_args)
+from testkit import (ACCELERATE, REPO_ROOT, assert_resumed_at, assert_resumed_batches, assert_same_losses_and_weights,
+                     data_order, history, kill_tree, losses, newest_checkpoint_step, pretrain_args)
 
 from llm_recipes.training import CHECKPOINT_COMPLETE
 

@@ -13,28 +13,12 @@ from transformers import AutoTokenizer, LlamaForCausalLM, Trainer
 import recipes.export
 import recipes.merge_lora
 import recipes.pretrain
-from testkit import (PLANTED_ENV, REPO_ROOT, assert_resumed_at, assert_resumed_batches, data_order,
-                     kill_during_evaluation, kill_once_exists, kill_when, newest_checkpoint_step, pretrain_args, run_recipe_error,
-                     secret_leaks)
+from testkit import (ACCELERATE, PLANTED_ENV, REPO_ROOT, assert_resumed_at, assert_resumed_batches,
+                     assert_same_losses_and_weights, data_order, history, kill_during_evaluation, kill_once_exists,
+                     kill_when, losses, newest_checkpoint_step, pretrain_args, run_recipe_error, secret_leaks)
 from llm_recipes.checkpoints import resolve_source
 from llm_recipes.model import ModelArguments, build_llama_config
 from llm_recipes.training import CHECKPOINT_COMPLETE, complete_checkpoints
-
-ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
-
-
-def history(output_dir):
-    state = json.loads((output_dir / "trainer_state.json").read_text())
-    return state["log_history"]
-
-
-def losses(log_history):
-    return {e["step"]: e["loss"] for e in log_history if "loss" in e}
-
-
-def tokens_seen(log_history):
-    return [e["tokens_seen"] for e in log_history if "tokens_seen" in e][-1]
-
 
 def test_single_process_loss_and_perplexity_drop(tiny_packed_dir, tmp_path):
     out = tmp_path / "run"
@@ -117,18 +101,6 @@ def run_pretrain(args, **kwargs):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, str(REPO_ROOT / "recipes/pretrain.py"), *args], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
-
-
-def assert_same_losses_and_weights(baseline, resumed, checkpoint):
-    """After the checkpoint, the resumed run logs the uninterrupted run's losses and ends with its weights (1e-5)."""
-    expected, got = losses(history(baseline)), losses(history(resumed))
-    after = [s for s in expected if s > checkpoint]
-    assert after and all(abs(got[s] - expected[s]) <= 1e-5 for s in after), {s: (got[s], expected[s]) for s in after}
-    assert tokens_seen(history(resumed)) == tokens_seen(history(baseline)) > 0  # counted on from the checkpoint
-    x = torch.randint(0, 2048, (1, 16), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        final = [LlamaForCausalLM.from_pretrained(d)(x).logits for d in (baseline, resumed)]
-    assert torch.allclose(*final, atol=1e-5)
 
 
 KILL_COMMON = ["--max_steps", "60", "--save_steps", "10", "--save_total_limit", "3", "--logging_steps", "1",

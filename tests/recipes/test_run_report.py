@@ -23,7 +23,9 @@ DATA_REPORT = {
         {"stage": "documents", "step": "gopher_quality", "docs_in": 30, "docs_out": 24, "chars_out": 8000,
          "dropped": 6, "drops": {"gopher_short_doc": 6}},
         {"stage": "output", "step": "dedup", "docs_in": 24, "docs_out": 20, "chars_out": 7000, "dropped": 4,
-         "drops": {"exact_duplicate": 4}}],
+         "drops": {"exact_duplicate": 4}},
+        {"stage": "output", "step": "split", "docs_in": 20, "docs_out": 22, "chars_out": 7300, "dropped": 0,
+         "drops": {}, "counts": {"docs_out_train": 20, "docs_out_test": 2, "weight_repeats": 2}}],
     "sources_funnel": {
         "c4": {"records_read": 20, "characters_read": 6000, "documents_out": 14, "characters_out": 4500, "steps": {
             "gopher_quality": {"documents_dropped": 6, "characters_dropped": 1500, "characters_removed": 0,
@@ -122,7 +124,8 @@ def test_every_section_is_filled_from_the_run_folder(run_folder):
     assert md.count("| filled |") == 7 and "not in this run" not in md, md[:1500]
     # 1. funnel per source and per step
     assert "| c4 | 20 | 14 | 6,000 | 4,500 | 75.0% | gopher_quality (6) |" in md
-    assert "| output/dedup | 20 | 4 | exact_duplicate 4 |" in md
+    assert "| output/dedup | 20 | 4 | exact_duplicate 4 | - |" in md
+    assert "| output/split | 22 | 0 | - | docs_out_train 20, docs_out_test 2, weight_repeats 2 |" in md  # 20 in, 22 out
     # 2. tokenizer and packing
     assert "| vocabulary | 4,096 | 3,067 | 74.9% |" in md and "| zh | 96 | 7,011 | 0.966 | 2.755 |" in md
     assert "| validation | 3 | 300 | 3 | 128 | 7 | 1 |" in md

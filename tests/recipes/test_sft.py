@@ -11,13 +11,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, 
 
 import recipes.merge_lora
 import recipes.sft
-from testkit import (REPO_ROOT, assert_resumed_at, assert_resumed_batches, data_order, kill_once_exists,
-                     newest_checkpoint_step, run_recipe_error, start_recipe)
+from testkit import (ACCELERATE, REPO_ROOT, assert_resumed_at, assert_resumed_batches, assert_same_update,
+                     data_order, kill_once_exists, newest_checkpoint_step, run_recipe_error, start_recipe)
 from safetensors.torch import load_file
 
 from llm_recipes.model import ModelArguments, build_llama_config
 
-ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
 EN = "alpaca_gpt4_en_demo/alpaca_en_demo.json"
 ZH = "alpaca_zh_demo/alpaca_zh_demo.json"
 SHAREGPT = "fastchat_sharegpt/dummy_conversation.json"
@@ -458,10 +457,8 @@ def test_kill_and_resume_continues_at_the_checkpoint(preset, processes, base_dir
     assert after and all(abs(got[s] - expected[s]) <= 1e-5 for s in after), {s: (got[s], expected[s]) for s in after}
     seen = [json.loads((p / "trainer_state.json").read_text())["num_input_tokens_seen"] for p in (baseline, killed)]
     assert seen[0] == seen[1] > 0  # real tokens of every rank, counted on from the checkpoint
-    weights = "adapter_model.safetensors" if preset == "tiny_lora" else "model.safetensors"
-    final, reference = load_file(killed / weights), load_file(baseline / weights)
-    assert final.keys() == reference.keys()
-    assert all(torch.allclose(final[k], reference[k], atol=1e-5) for k in final)
+    assert_same_update(baseline, killed, checkpoint,
+                       "adapter_model.safetensors" if preset == "tiny_lora" else "model.safetensors")
 
 
 @pytest.mark.slow
