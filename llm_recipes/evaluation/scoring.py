@@ -79,7 +79,7 @@ class Window:
     count: int  # number of scored tokens
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def score_windows(model, windows: list[Window], batch_size: int, pad_id: int, desc: str) -> list[float]:
     """Sum of log-probs of the scored tokens of each window (right-padded batches, longest first)."""
     order = sorted(range(len(windows)), key=lambda i: -len(windows[i].tokens))
@@ -90,15 +90,17 @@ def score_windows(model, windows: list[Window], batch_size: int, pad_id: int, de
         width = max(len(w.tokens) for w in batch)
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
+        scored = torch.zeros((len(batch), width - 1), dtype=torch.bool)  # which targets ids[:, 1:] count
         for r, w in enumerate(batch):
             ids[r, :len(w.tokens)] = torch.tensor(w.tokens)
             mask[r, :len(w.tokens)] = 1
-        logits = model(input_ids=ids[:, :-1].to(device), attention_mask=mask[:, :-1].to(device)).logits.float()
-        logprobs = torch.log_softmax(logits, dim=-1)
-        for r, w in enumerate(batch):
-            positions = torch.arange(w.start, w.start + w.count)
-            targets = ids[r, positions + 1].to(device)
-            sums[order[b + r]] = logprobs[r, positions.to(device), targets].sum().item()
+            scored[r, w.start:w.start + w.count] = True
+        ids, mask, scored = ids.to(device), mask.to(device), scored.to(device)
+        logits = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1]).logits.float()
+        token_lp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+        # one gather and one host sync per batch (a sync per window cost a fifth of the throughput at 0-shot)
+        for r, total in enumerate(torch.where(scored, token_lp, 0.0).double().sum(dim=1).tolist()):
+            sums[order[b + r]] = total
     return sums
 
 
