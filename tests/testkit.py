@@ -187,7 +187,8 @@ def tokens_seen(log_history: list[dict]) -> int:
 
 def assert_same_losses_and_weights(baseline: Path, resumed: Path, checkpoint: int) -> None:
     """After the checkpoint, the resumed pretraining run logs the uninterrupted run's losses, its token count, and
-    ends with its weights (logits on a fixed input, 1e-5)."""
+    ends with its weights: logits on a fixed input within 1e-4, room for the float noise that assert_same_update
+    describes; losing the optimizer state at the resume moved them by 0.8 to 4."""
     import torch
     from transformers import LlamaForCausalLM
 
@@ -198,4 +199,4 @@ def assert_same_losses_and_weights(baseline: Path, resumed: Path, checkpoint: in
     x = torch.randint(0, 2048, (1, 16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         final = [LlamaForCausalLM.from_pretrained(d)(x).logits for d in (baseline, resumed)]
-    assert torch.allclose(*final, atol=1e-5)
+    assert torch.allclose(*final, atol=1e-4), (final[0] - final[1]).abs().max().item()
