@@ -185,6 +185,13 @@ def tokens_seen(log_history: list[dict]) -> int:
     return [e["tokens_seen"] for e in log_history if "tokens_seen" in e][-1]
 
 
+def assert_same_losses(baseline: Path, resumed: Path, checkpoint: int) -> None:
+    """Every training loss the uninterrupted run logged after the checkpoint, the resumed run logged too (1e-5)."""
+    expected, got = losses(history(baseline)), losses(history(resumed))
+    after = [s for s in expected if s > checkpoint]
+    assert after and all(abs(got[s] - expected[s]) <= 1e-5 for s in after), {s: (got[s], expected[s]) for s in after}
+
+
 def assert_same_losses_and_weights(baseline: Path, resumed: Path, checkpoint: int) -> None:
     """After the checkpoint, the resumed pretraining run logs the uninterrupted run's losses, its token count, and
     ends with its weights: logits on a fixed input within 1e-4, room for the float noise that assert_same_update
@@ -192,9 +199,7 @@ def assert_same_losses_and_weights(baseline: Path, resumed: Path, checkpoint: in
     import torch
     from transformers import LlamaForCausalLM
 
-    expected, got = losses(history(baseline)), losses(history(resumed))
-    after = [s for s in expected if s > checkpoint]
-    assert after and all(abs(got[s] - expected[s]) <= 1e-5 for s in after), {s: (got[s], expected[s]) for s in after}
+    assert_same_losses(baseline, resumed, checkpoint)
     assert tokens_seen(history(resumed)) == tokens_seen(history(baseline)) > 0  # counted on from the checkpoint
     x = torch.randint(0, 2048, (1, 16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

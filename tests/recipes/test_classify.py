@@ -15,8 +15,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipe
 import recipes.classify
 from llm_recipes.classification import ClassifyDataArguments, load_splits
 from llm_recipes.training import CHECKPOINT_COMPLETE
-from testkit import (REPO_ROOT, assert_resumed_at, assert_resumed_batches, data_order, history, kill_once_exists,
-                     newest_checkpoint_step)
+from testkit import (REPO_ROOT, assert_resumed_at, assert_resumed_batches, assert_same_losses, data_order, history,
+                     kill_once_exists, newest_checkpoint_step)
 
 CONFIG = str(REPO_ROOT / "configs/classify/tiny.yaml")
 
@@ -119,8 +119,7 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tiny_chat_model_dir, t
     assert proc.returncode == 0, out[-3000:]
     assert_resumed_at(out, 40, checkpoint)
     assert_resumed_batches(baseline, killed, before, checkpoint, 40)
-    losses = [{e["step"]: e["loss"] for e in history(run) if "loss" in e} for run in (baseline, killed)]
-    assert all(abs(losses[1][s] - losses[0][s]) <= 1e-5 for s in losses[0] if s > checkpoint)
+    assert_same_losses(baseline, killed, checkpoint)
     results = [json.loads((run / "eval_results.json").read_text())["test"] for run in (baseline, killed)]
     assert results[0]["confusion_matrix"] == results[1]["confusion_matrix"]
 

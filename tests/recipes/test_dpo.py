@@ -9,8 +9,8 @@ from transformers import AutoModelForCausalLM
 
 import recipes.dpo
 import recipes.merge_lora
-from testkit import (REPO_ROOT, assert_resumed_at, assert_resumed_batches, assert_same_update, data_order,
-                     kill_once_exists, newest_checkpoint_step, run_recipe_error, start_recipe)
+from testkit import (REPO_ROOT, assert_resumed_at, assert_resumed_batches, assert_same_losses, assert_same_update,
+                     data_order, kill_once_exists, newest_checkpoint_step, run_recipe_error, start_recipe)
 
 EN = "preference/dpo_en_demo.json"
 ZH = "preference/dpo_zh_demo.json"
@@ -239,9 +239,6 @@ def test_kill_and_resume_continues_at_the_checkpoint(preset, tiny_chat_model_dir
     assert proc.returncode == 0, out[-3000:]
     assert_resumed_at(out, 24, checkpoint)
     assert_resumed_batches(baseline, killed, before, checkpoint, 24, 0)
-    expected = {e["step"]: e["loss"] for e in train_logs(baseline)}
-    got = {e["step"]: e["loss"] for e in train_logs(killed)}
-    after = [s for s in expected if s > checkpoint]
-    assert after and all(abs(got[s] - expected[s]) <= 1e-5 for s in after), {s: (got[s], expected[s]) for s in after}
+    assert_same_losses(baseline, killed, checkpoint)
     assert_same_update(baseline, killed, checkpoint,
                        "adapter_model.safetensors" if preset == "tiny_lora" else "model.safetensors")

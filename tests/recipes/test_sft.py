@@ -11,8 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, 
 
 import recipes.merge_lora
 import recipes.sft
-from testkit import (ACCELERATE, REPO_ROOT, assert_resumed_at, assert_resumed_batches, assert_same_update,
-                     data_order, kill_once_exists, newest_checkpoint_step, run_recipe_error, start_recipe)
+from testkit import (ACCELERATE, REPO_ROOT, assert_resumed_at, assert_resumed_batches, assert_same_losses,
+                     assert_same_update, data_order, kill_once_exists, newest_checkpoint_step, run_recipe_error, start_recipe)
 from safetensors.torch import load_file
 
 from llm_recipes.model import ModelArguments, build_llama_config
@@ -447,14 +447,7 @@ def test_kill_and_resume_continues_at_the_checkpoint(preset, processes, base_dir
     assert_resumed_at(out, 30, checkpoint)
     for rank in range(processes):
         assert_resumed_batches(baseline, killed, before[rank], checkpoint, 30, rank)
-
-    def train_losses(path):
-        state = json.loads((path / "trainer_state.json").read_text())
-        return {e["step"]: e["loss"] for e in state["log_history"] if "loss" in e}
-
-    expected, got = train_losses(baseline), train_losses(killed)
-    after = [s for s in expected if s > checkpoint]
-    assert after and all(abs(got[s] - expected[s]) <= 1e-5 for s in after), {s: (got[s], expected[s]) for s in after}
+    assert_same_losses(baseline, killed, checkpoint)
     seen = [json.loads((p / "trainer_state.json").read_text())["num_input_tokens_seen"] for p in (baseline, killed)]
     assert seen[0] == seen[1] > 0  # real tokens of every rank, counted on from the checkpoint
     assert_same_update(baseline, killed, checkpoint,
