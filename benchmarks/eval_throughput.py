@@ -92,20 +92,13 @@ def recorded(call):
 
 
 def padded_batches(windows: list[ev.Window], batch_size: int, pad_id: int) -> list[tuple]:
-    """The batches score_windows forms (longest first, right-padded), as tensors, plus the mask of scored targets."""
+    """The batches score_windows forms (longest first, right-padded, by its own padded_batch), as tensors, plus the
+    mask of scored targets."""
     order = sorted(range(len(windows)), key=lambda i: -len(windows[i].tokens))
     batches = []
     for b in range(0, len(order), batch_size):
         rows = order[b:b + batch_size]
-        width = max(len(windows[i].tokens) for i in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        scored = torch.zeros((len(rows), width - 1), dtype=torch.bool)
-        for r, i in enumerate(rows):
-            w = windows[i]
-            ids[r, :len(w.tokens)] = torch.tensor(w.tokens)
-            mask[r, :len(w.tokens)] = 1
-            scored[r, w.start:w.start + w.count] = True
+        ids, mask, scored = ev.padded_batch([windows[i] for i in rows], pad_id)
         batches.append((ids[:, :-1], mask[:, :-1], ids[:, 1:], scored, torch.tensor(rows)))
     return batches
 

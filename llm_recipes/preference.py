@@ -59,14 +59,18 @@ def fit_prompts(ds: datasets.Dataset, tokenizer, max_prompt_length: int,
     return kept, counts
 
 
+def pair_length(prompt_ids: list[int], chosen_ids: list[int], rejected_ids: list[int]) -> int:
+    """A tokenized pair's length as TRL's collator sees it: the prompt plus the longer answer."""
+    return len(prompt_ids) + max(len(chosen_ids), len(rejected_ids))
+
+
 def truncation_counts(tokenized: datasets.Dataset, max_length: int | None) -> dict[str, Counter]:
     """Per source: pairs whose chosen or rejected answer TRL's collator cuts at `max_length` (prompt_ids etc. are the
     columns DPOTrainer adds), and the pairs in all."""
     counts: dict[str, Counter] = defaultdict(Counter)
     columns = tokenized.select_columns(["source", "prompt_ids", "chosen_ids", "rejected_ids"])
     for row in columns:
-        prompt = len(row["prompt_ids"])
-        longest = prompt + max(len(row["chosen_ids"]), len(row["rejected_ids"]))
+        longest = pair_length(row["prompt_ids"], row["chosen_ids"], row["rejected_ids"])
         counts[row["source"]]["pairs"] += 1
         counts[row["source"]]["answer_truncated"] += int(max_length is not None and longest > max_length)
     return counts
@@ -75,7 +79,7 @@ def truncation_counts(tokenized: datasets.Dataset, max_length: int | None) -> di
 def drop_over_length(tokenized: datasets.Dataset, max_length: int) -> datasets.Dataset:
     """The pairs whose prompt + longer answer fit `max_length`: a cut answer loses its end-of-turn token, so the
     preferred answer would teach a small model answers that never stop."""
-    return tokenized.filter(lambda p, c, r: len(p) + max(len(c), len(r)) <= max_length,
+    return tokenized.filter(lambda p, c, r: pair_length(p, c, r) <= max_length,
                             input_columns=["prompt_ids", "chosen_ids", "rejected_ids"])
 
 

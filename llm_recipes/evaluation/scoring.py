@@ -79,6 +79,19 @@ class Window:
     count: int  # number of scored tokens
 
 
+def padded_batch(windows: list[Window], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded token ids, their attention mask, and which of the targets ids[:, 1:] each window scores."""
+    width = max(len(w.tokens) for w in windows)
+    ids = torch.full((len(windows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(windows), width), dtype=torch.long)
+    scored = torch.zeros((len(windows), width - 1), dtype=torch.bool)
+    for r, w in enumerate(windows):
+        ids[r, :len(w.tokens)] = torch.tensor(w.tokens)
+        mask[r, :len(w.tokens)] = 1
+        scored[r, w.start:w.start + w.count] = True
+    return ids, mask, scored
+
+
 @torch.inference_mode()
 def score_windows(model, windows: list[Window], batch_size: int, pad_id: int, desc: str) -> list[float]:
     """Sum of log-probs of the scored tokens of each window (right-padded batches, longest first)."""
@@ -86,16 +99,8 @@ def score_windows(model, windows: list[Window], batch_size: int, pad_id: int, de
     sums = [0.0] * len(windows)
     device = next(model.parameters()).device
     for b in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
-        batch = [windows[i] for i in order[b:b + batch_size]]
-        width = max(len(w.tokens) for w in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        scored = torch.zeros((len(batch), width - 1), dtype=torch.bool)  # which targets ids[:, 1:] count
-        for r, w in enumerate(batch):
-            ids[r, :len(w.tokens)] = torch.tensor(w.tokens)
-            mask[r, :len(w.tokens)] = 1
-            scored[r, w.start:w.start + w.count] = True
-        ids, mask, scored = ids.to(device), mask.to(device), scored.to(device)
+        batch = padded_batch([windows[i] for i in order[b:b + batch_size]], pad_id)
+        ids, mask, scored = (t.to(device) for t in batch)
         logits = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1]).logits.float()
         token_lp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
         # one gather and one host sync per batch (a sync per window cost a fifth of the throughput at 0-shot)

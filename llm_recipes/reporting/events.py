@@ -7,10 +7,11 @@ from pathlib import Path
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 Scalars = dict[str, list[tuple[int, float]]]  # tag -> [(step, value)] by step
+EVENTS = "runs/*/events.out.tfevents.*"  # where TensorBoardCallback writes, under a stage's output_dir
 
 
 def event_files(stage_dir: Path) -> list[Path]:
-    return sorted(stage_dir.glob("runs/*/events.out.tfevents.*"))
+    return sorted(stage_dir.glob(EVENTS))
 
 
 def read_scalars(stage_dir: Path) -> Scalars:

@@ -18,12 +18,11 @@ from typing import Any
 from llm_recipes.config import ConfigError
 from llm_recipes.evaluation.report import confusion_png
 from llm_recipes.reporting import plots
-from llm_recipes.reporting.events import Scalars, last, read_scalars
+from llm_recipes.reporting.events import EVENTS, Scalars, last, read_scalars
 
 TRAINING_STAGES = ("pretrain", "sft-lora", "sft", "dpo", "classify")  # folders with runs/*/events.*, pipeline order
 SFT = ("sft-lora", "sft")  # either one: a LoRA run (sft-lora) and its merged model (sft, no events), or a full SFT run
 CONFIG_ORDER = ("data", "tokenizer", "packed", *TRAINING_STAGES, "eval", "export")
-EVENTS = "runs/*/events.out.tfevents.*"
 Rows = dict[str, dict[str, Any]]  # row label -> metric -> value
 
 
