@@ -16,6 +16,9 @@ DATA_DIR ?= ../shared/data
 NPROC ?= 1
 NUM_GPUS ?= 8
 PYTEST_ARGS ?=
+# TEST_WORKERS: pytest-xdist workers for make test / test-fast (one per core; 0 runs the suite in this process)
+TEST_WORKERS ?= $(shell nproc)
+PYTEST = $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 # THREADS: CPU threads per launched process. accelerate launch sets OMP_NUM_THREADS=1 unless a config says use_cpu,
 # which would leave a CPU-only run on one core (1.7x slower for the tiny DPO step on 2 cores); default: cores / NPROC.
@@ -55,11 +58,11 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP) ## create .venv and install the pinned requirements (does nothing when up to date)
 
-test: install ## run the whole test suite
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+test: install ## run the whole test suite on every core (tests/README.md: where the time goes)
+	$(PYTEST) $(PYTEST_ARGS)
 
 test-fast: install ## run the quick tests (skips those marked slow)
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 model-info: install ## params, FLOPs/token and ZeRO-3 memory of a preset (CONFIG=configs/model/7b.yaml NUM_GPUS=8)
 	$(PY) -m llm_recipes.model_info --config $(or $(CONFIG),configs/model/7b.yaml) --num_gpus $(NUM_GPUS)

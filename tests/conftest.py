@@ -7,7 +7,7 @@ import pytest
 
 import recipes.pack
 import recipes.train_tokenizer
-from testkit import DATA_DIR, REPO_ROOT, SHIPPED_CORPUS
+from testkit import DATA_DIR, REPO_ROOT, SHIPPED_CORPUS, built_once
 
 # Nothing in the test suite may reach the Hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -27,11 +27,15 @@ def repo_root() -> Path:
     return REPO_ROOT
 
 
+TOKENIZER_YAML = SHIPPED_CORPUS + "output_dir: unused\nvocab_size: 2048\nmodel_max_length: 1024\n"
+PACK_YAML = SHIPPED_CORPUS + "tokenizer_name_or_path: unused\noutput_dir: unused\nnum_proc: 2\n"
+
+
 @pytest.fixture(scope="session")
 def tokenizer_config(tmp_path_factory) -> Path:
     """A tokenizer recipe on the shipped corpus (vocab 2048 to be quick)."""
     path = tmp_path_factory.mktemp("cfg") / "tokenizer.yaml"
-    path.write_text(SHIPPED_CORPUS + "output_dir: unused\nvocab_size: 2048\nmodel_max_length: 1024\n")
+    path.write_text(TOKENIZER_YAML)
     return path
 
 
@@ -39,47 +43,69 @@ def tokenizer_config(tmp_path_factory) -> Path:
 def pack_config(tmp_path_factory) -> Path:
     """A pack recipe on the shipped corpus: the same sources and split as tokenizer_config."""
     path = tmp_path_factory.mktemp("cfg") / "pack.yaml"
-    path.write_text(SHIPPED_CORPUS + "tokenizer_name_or_path: unused\noutput_dir: unused\nnum_proc: 2\n")
+    path.write_text(PACK_YAML)
     return path
 
 
 @pytest.fixture(scope="session")
-def tiny_tokenizer_dir(tmp_path_factory, tokenizer_config) -> Path:
-    """The tiny tokenizer (vocab 2048) trained on the shipped English + Chinese corpus, once per session."""
-    out = tmp_path_factory.mktemp("tok") / "tokenizer"
-    recipes.train_tokenizer.main(["--config", str(tokenizer_config), "--output_dir", str(out)])
-    return out
+def tiny_tokenizer_dir(data_dir) -> Path:
+    """The tiny tokenizer (vocab 2048) trained on the shipped English + Chinese corpus, built once (testkit.built_once)."""
+    def build(out: Path) -> None:
+        (out / "tokenizer.yaml").write_text(TOKENIZER_YAML)
+        recipes.train_tokenizer.main(["--config", str(out / "tokenizer.yaml"), "--output_dir", str(out / "tokenizer")])
+
+    return built_once("tokenizer", build, inputs=["recipes/train_tokenizer.py", data_dir]) / "tokenizer"
 
 
 @pytest.fixture(scope="session")
-def tiny_packed_dir(tmp_path_factory, tiny_tokenizer_dir, pack_config) -> Path:
-    """The shipped corpus (first 4,000 documents) packed into 64-token blocks with the tiny tokenizer."""
-    out = tmp_path_factory.mktemp("packed") / "packed"
-    recipes.pack.main(
-        ["--config", str(pack_config), "--tokenizer_name_or_path", str(tiny_tokenizer_dir),
-         "--output_dir", str(out), "--block_size", "64", "--max_documents", "4000"]
-    )
-    return out
+def tiny_packed_dir(tiny_tokenizer_dir, data_dir) -> Path:
+    """The shipped corpus (first 4,000 documents) packed into 64-token blocks with the tiny tokenizer, built once."""
+    def build(out: Path) -> None:
+        (out / "pack.yaml").write_text(PACK_YAML)
+        recipes.pack.main(["--config", str(out / "pack.yaml"), "--tokenizer_name_or_path", str(tiny_tokenizer_dir),
+                           "--output_dir", str(out / "packed"), "--block_size", "64", "--max_documents", "4000"])
+
+    return built_once("packed", build, inputs=["recipes/pack.py", data_dir], key=str(tiny_tokenizer_dir)) / "packed"
 
 
 @pytest.fixture(scope="session")
-def tiny_chat_model_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+def tiny_chat_model_dir(tiny_tokenizer_dir) -> Path:
     """A random-init tiny chat model (ChatML tokenizer, stops at <|im_end|>) with rope_theta 500,000: a value that
-    transformers 4.x would silently replace by 10,000 without a top-level rope_theta, so exports must carry it."""
+    transformers 4.x would silently replace by 10,000 without a top-level rope_theta, so exports must carry it.
+    Shared by every test that uses it: copy it before changing anything in it."""
+    def build(out: Path) -> None:
+        import torch
+        from transformers import AutoTokenizer, LlamaForCausalLM
+
+        from llm_recipes.model import ModelArguments, build_llama_config
+        from llm_recipes.tokenizer import stop_token_ids
+
+        tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+        config = build_llama_config(ModelArguments(model_preset="tiny"), tokenizer=tokenizer)
+        config.rope_parameters = {"rope_type": "default", "rope_theta": 500000.0}
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+        model.generation_config.eos_token_id = stop_token_ids(tokenizer)
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.save_pretrained(out / "model")
+        tokenizer.save_pretrained(out / "model")
+
+    return built_once("chat-model", build, key=str(tiny_tokenizer_dir)) / "model"
+
+
+# --- parallel runs (pytest-xdist, as `make test` runs the suite) --------------------------------------------------------
+# Each worker runs its tests on one core: a tiny model's step is mostly Python, and two workers with two torch threads
+# each would spin-wait for each other on a 2-core box. Subprocesses inherit the setting; in-process and subprocess
+# runs of a kill test see the same thread count either way.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
     import torch
-    from transformers import AutoTokenizer, LlamaForCausalLM
 
-    from llm_recipes.model import ModelArguments, build_llama_config
-    from llm_recipes.tokenizer import stop_token_ids
+    torch.set_num_threads(1)
 
-    out = tmp_path_factory.mktemp("chat") / "model"
-    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    config = build_llama_config(ModelArguments(model_preset="tiny"), tokenizer=tokenizer)
-    config.rope_parameters = {"rope_type": "default", "rope_theta": 500000.0}
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = stop_token_ids(tokenizer)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+
+def pytest_collection_modifyitems(config, items):
+    """Longest first, so that neither worker is left with a long test at the end: the demo, then the rest of the slow
+    tests, each group in collection order (xdist's loadgroup hands out grouped tests together, largest group first)."""
+    items.sort(key=lambda item: (not item.nodeid.startswith("tests/test_demo.py"),
+                                 item.get_closest_marker("slow") is None))

@@ -1,14 +1,19 @@
 """Helpers shared by the test modules (import as `from testkit import ...`; fixtures live in conftest.py)."""
 
+import hashlib
 import importlib
+import inspect
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Callable, Iterable
 
 import pytest
 
@@ -17,6 +22,66 @@ from llm_recipes.training import complete_checkpoints
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
 DATA_DIR = Path(os.environ.get("DATA_DIR", REPO_ROOT.parent / "shared" / "data")).resolve()
+
+
+# --- fixtures built once ------------------------------------------------------------------------------------------------
+# An expensive fixture (a trained tokenizer, a packed corpus, a baseline training run) is built once per hash of what
+# it is made from, into a folder that every xdist worker of the session and every later session of this checkout
+# reuses. Under the system temp dir, so exported paths read "<tmp>/..." as a user's do; per checkout, so a fresh clone
+# starts cold. LLM_RECIPES_TEST_CACHE moves it; `make clean-test-cache` empties it.
+FIXTURE_CACHE = Path(os.environ.get("LLM_RECIPES_TEST_CACHE") or Path(tempfile.gettempdir()) / "llm-recipes-tests"
+                     / hashlib.sha256(str(REPO_ROOT).encode()).hexdigest()[:12])
+ALWAYS_HASHED = ("llm_recipes", "requirements.txt", "tests/testkit.py", "tests/conftest.py")
+BUILT_MARKER = ".built"
+SESSION_START = time.time() - 3600  # builds older than this are from an earlier session: prunable
+
+
+def _hash_path(h, path: Path) -> None:
+    """Repo files by content (code, configs), anything else (the shipped data) by size and modification time."""
+    files = sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts) if path.is_dir() \
+        else [path]
+    for p in files:
+        h.update(str(p).encode() + b"\0")
+        if p.resolve().is_relative_to(REPO_ROOT):
+            h.update(p.read_bytes())
+        else:
+            st = p.stat()
+            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+
+
+def built_once(name: str, build: Callable[[Path], object], inputs: Iterable[str | Path] = (), key: object = ()) -> Path:
+    """The folder `build(folder)` fills, built once per hash of: `build`'s own source, `key` (e.g. the folders of the
+    cached fixtures it starts from, whose names carry their own hashes), the files and folders in `inputs` (repo paths
+    by content, data by size and mtime) and ALWAYS_HASHED. So editing recipes/pack.py rebuilds the packed corpus and
+    what is built on it, not the tokenizer. A file lock makes parallel workers wait for one build; the folder counts
+    as built only once its marker is written, so a build killed half-way is redone, never reused."""
+    from filelock import FileLock  # a dependency of huggingface_hub and datasets
+
+    h = hashlib.sha256(f"{name}\0{inspect.getsource(build)}\0{key!r}\0{sys.version}".encode())
+    for item in (*ALWAYS_HASHED, *inputs):
+        _hash_path(h, REPO_ROOT / item if not Path(item).is_absolute() else Path(item))
+    out = FIXTURE_CACHE / f"{name}-{h.hexdigest()[:16]}"
+    if (out / BUILT_MARKER).exists():
+        return out
+    FIXTURE_CACHE.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out) + ".lock"):
+        if not (out / BUILT_MARKER).exists():
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            build(out)
+            (out / BUILT_MARKER).write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
+            for stale in FIXTURE_CACHE.iterdir():  # this fixture's builds of earlier sessions, on other inputs
+                marker = stale / BUILT_MARKER
+                if (stale != out and re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{16}}", stale.name)
+                        and marker.exists() and marker.stat().st_mtime < SESSION_START):
+                    shutil.rmtree(stale, ignore_errors=True)
+    return out
+
+
+# Tests that start two or more processes (ZeRO-3 launches, two "machines", Ray clusters) run one after the other on one
+# xdist worker (`make test` runs `--dist loadgroup`): two at once would share the 2 cores four ways, and some of them
+# take fixed ports.
+TWO_PROCESSES = pytest.mark.xdist_group("two-processes")
 
 
 def load_recipe(name: str):
@@ -30,6 +95,15 @@ def run_recipe_error(name: str, argv: list[str], capsys) -> str:
         load_recipe(name).main(argv)
     assert exc.value.code == 2
     return capsys.readouterr().err
+
+
+def run_main(name: str, argv: list[str], capsys, caplog) -> str:
+    """recipes/<name>.py's main in this process, an interpreter start (~7 s of imports) fewer than a subprocess: what
+    it printed and logged, for the same checks as a subprocess's output. For the runs a test does not kill."""
+    capsys.readouterr()  # only this run's output: not an earlier in-process run's of the same test
+    caplog.clear()
+    load_recipe(name).main(argv)
+    return capsys.readouterr().out + caplog.text
 
 
 def start_recipe(name: str, argv: list[str], processes: int = 1, port: int = 29661) -> subprocess.Popen:

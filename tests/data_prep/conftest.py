@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from testkit import built_once
 
 
 @pytest.fixture(scope="session")
@@ -24,8 +25,11 @@ def song_ci(data_dir) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def tiny_run(repo_root, tmp_path_factory):
-    """`make data` on configs/data/tiny.yaml, once per session."""
+def tiny_run(repo_root, data_dir):
+    """`make data` on configs/data/tiny.yaml, built once (testkit.built_once)."""
     from dp_helpers import run
 
-    return run(repo_root, tmp_path_factory.mktemp("run") / "tiny")
+    def build(out):
+        run(repo_root, out / "tiny")
+
+    return built_once("data-tiny", build, inputs=["data_prep", "configs/data/tiny.yaml", data_dir]) / "tiny"

@@ -7,11 +7,13 @@ import re
 import pytest
 from dp_helpers import TINY, run, split_hashes
 from fakeslurm import install
+from testkit import TWO_PROCESSES
 
 from data_prep.cli import main
 
 
 @pytest.mark.slow
+@TWO_PROCESSES
 def test_ray_gives_byte_identical_output_and_report(repo_root, tmp_path, tiny_run):
     ray = pytest.importorskip("ray")
     local = tiny_run

@@ -12,6 +12,7 @@ import time
 
 import pytest
 from dp_helpers import TINY, split_hashes
+from testkit import TWO_PROCESSES
 
 
 def start(repo_root, out, *extra):
@@ -45,6 +46,7 @@ def test_killed_and_rerun_gives_the_uninterrupted_bytes(repo_root, tmp_path, tin
 
 
 @pytest.mark.slow
+@TWO_PROCESSES
 def test_killed_on_ray_and_rerun_gives_the_uninterrupted_bytes(repo_root, tmp_path, tiny_run):
     """Killed once a Ray task has completed (its completion marker is in the work folder), then rerun on Ray: the
     rerun skips nothing it should not and gives the bytes of the uninterrupted local run."""

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 from dp_helpers import TINY, split_hashes
+from testkit import TWO_PROCESSES
 
+pytestmark = TWO_PROCESSES
 TIMEOUT = 300  # per command: a cluster that never comes up or a stage that never ends fails instead of blocking
 
 # Run inside the cluster by the probes below: the alive nodes, and the node of every datatrove task actor.

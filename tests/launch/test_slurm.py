@@ -12,11 +12,12 @@ import subprocess
 
 import pytest
 from fakeslurm import install, script_options
-from testkit import REPO_ROOT, data_order
+from testkit import REPO_ROOT, TWO_PROCESSES, data_order
 from transformers import LlamaForCausalLM
 
 from llm_recipes.training import CHECKPOINT_COMPLETE
 
+pytestmark = TWO_PROCESSES
 SCRIPT = "launch/slurm/pretrain.sbatch"
 TIMEOUT = 600  # per job: a rendezvous that never completes fails the test instead of blocking it
 

@@ -15,8 +15,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipe
 import recipes.classify
 from llm_recipes.classification import ClassifyDataArguments, load_splits
 from llm_recipes.training import CHECKPOINT_COMPLETE
-from testkit import (REPO_ROOT, assert_resumed_at, assert_resumed_batches, assert_same_losses, data_order, history,
-                     kill_once_exists, newest_checkpoint_step)
+from testkit import (REPO_ROOT, TWO_PROCESSES, assert_resumed_at, assert_resumed_batches, assert_same_losses,
+                     data_order, history, kill_once_exists, newest_checkpoint_step, run_main)
 
 CONFIG = str(REPO_ROOT / "configs/classify/tiny.yaml")
 
@@ -104,19 +104,17 @@ def run_classify(model, out, *extra):
 
 
 @pytest.mark.slow
-def test_kill_and_resume_reproduces_the_uninterrupted_run(tiny_chat_model_dir, tmp_path):
+def test_kill_and_resume_reproduces_the_uninterrupted_run(tiny_chat_model_dir, tmp_path, capsys, caplog):
     common = ["--max_steps", "40", "--save_steps", "10", "--eval_steps", "10", "--logging_steps", "1",
               "--train_fraction", "0.2", "--log_data_order", "true", "--save_total_limit", "5"]
     baseline, killed = tmp_path / "baseline", tmp_path / "killed"
-    out, _ = (proc := run_classify(tiny_chat_model_dir, baseline, *common)).communicate(timeout=600)
-    assert proc.returncode == 0, out[-3000:]
+    recipes.classify.main(classify_args(tiny_chat_model_dir, baseline, *common))  # in this process: a start fewer
     kill_once_exists(run_classify(tiny_chat_model_dir, killed, *common), killed / "checkpoint-20" / CHECKPOINT_COMPLETE,
                      group=True)
     assert not (killed / "eval_results.json").exists(), "the run finished before it was killed"
     checkpoint, before = newest_checkpoint_step(killed), len(data_order(killed))
-    out, _ = (proc := run_classify(tiny_chat_model_dir, killed, *common, "--resume_from_checkpoint",
-                                   "latest")).communicate(timeout=600)
-    assert proc.returncode == 0, out[-3000:]
+    out = run_main("classify", classify_args(tiny_chat_model_dir, killed, *common, "--resume_from_checkpoint", "latest"),
+                   capsys, caplog)
     assert_resumed_at(out, 40, checkpoint)
     assert_resumed_batches(baseline, killed, before, checkpoint, 40)
     assert_same_losses(baseline, killed, checkpoint)
@@ -173,6 +171,7 @@ def test_an_encoder_trains_with_lora_and_its_classifier_head(tiny_bert_dir, data
 
 
 @pytest.mark.slow
+@TWO_PROCESSES
 def test_zero3_two_processes_train_and_score_every_held_out_row_once(tiny_chat_model_dir, tmp_path):
     out = tmp_path / "z3"
     done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",

@@ -1,5 +1,6 @@
 import gc
 import json
+import shutil
 
 import pytest
 import torch
@@ -9,8 +10,9 @@ from transformers import AutoModelForCausalLM
 
 import recipes.dpo
 import recipes.merge_lora
-from testkit import (REPO_ROOT, assert_resumed_at, assert_resumed_batches, assert_same_losses, assert_same_update,
-                     data_order, kill_once_exists, newest_checkpoint_step, run_recipe_error, start_recipe)
+from testkit import (REPO_ROOT, TWO_PROCESSES, assert_resumed_at, assert_resumed_batches, assert_same_losses,
+                     assert_same_update, data_order, kill_once_exists, newest_checkpoint_step, run_main,
+                     run_recipe_error, start_recipe)
 
 EN = "preference/dpo_en_demo.json"
 ZH = "preference/dpo_zh_demo.json"
@@ -164,11 +166,10 @@ def test_pairs_with_empty_or_equal_answers_stop_the_run_naming_file_and_record(t
 
 
 def test_a_base_model_warns_and_an_adapter_is_refused(tiny_chat_model_dir, data_dir, tmp_path, caplog, capsys):
-    (tiny_chat_model_dir / "run_info.json").write_text(json.dumps({"recipe": "pretrain"}))
-    try:
-        recipes.dpo.warn_if_not_instruction_tuned(str(tiny_chat_model_dir))
-    finally:
-        (tiny_chat_model_dir / "run_info.json").unlink()
+    base = tmp_path / "base"  # a copy: the shared fixture stays as every other test expects it
+    shutil.copytree(tiny_chat_model_dir, base)
+    (base / "run_info.json").write_text(json.dumps({"recipe": "pretrain"}))
+    recipes.dpo.warn_if_not_instruction_tuned(str(base))
     assert "is a base model (written by pretrain), not an SFT model" in caplog.text
     adapter = tmp_path / "adapter"
     adapter.mkdir()
@@ -197,6 +198,7 @@ def run_dpo(config, model_dir, out, *extra, processes=1, port=29671):
 
 
 @pytest.mark.slow
+@TWO_PROCESSES
 def test_zero3_two_processes_full_dpo_partitions_both_models_and_saves(tiny_chat_model_dir, data_dir, tmp_path):
     out = tmp_path / "z3"
     # 9 held-out pairs after prompt fitting (seeded): an odd count, which 2 ranks cannot split evenly, so scoring that
@@ -221,22 +223,20 @@ def test_zero3_two_processes_full_dpo_partitions_both_models_and_saves(tiny_chat
 
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["tiny", "tiny_lora"])
-def test_kill_and_resume_continues_at_the_checkpoint(preset, tiny_chat_model_dir, data_dir, tmp_path):
+def test_kill_and_resume_continues_at_the_checkpoint(preset, tiny_chat_model_dir, data_dir, tmp_path, capsys, caplog):
     """SIGKILL after the second checkpoint, resume `latest`: same batches from there on, same losses and weights."""
     from llm_recipes.training import CHECKPOINT_COMPLETE
 
     config = recipe_config(tmp_path, data_dir, preset=preset, eval_strategy="no", eval_on_start=False,
                            max_steps=24, save_steps=8, save_total_limit=3, logging_steps=1, log_data_order=True)
     baseline, killed = tmp_path / "baseline", tmp_path / "killed"
-    out, _ = (proc := run_dpo(config, tiny_chat_model_dir, baseline)).communicate(timeout=600)
-    assert proc.returncode == 0, out[-3000:]
+    recipes.dpo.main(dpo_args(config, tiny_chat_model_dir, baseline))  # in this process: one interpreter start fewer
     kill_once_exists(run_dpo(config, tiny_chat_model_dir, killed), killed / "checkpoint-16" / CHECKPOINT_COMPLETE,
                      group=True)
     assert not (killed / "trainer_state.json").exists(), "the run finished before it was killed"
     checkpoint, before = newest_checkpoint_step(killed), len(data_order(killed))
-    out, _ = (proc := run_dpo(config, tiny_chat_model_dir, killed, "--resume_from_checkpoint", "latest")).communicate(
-        timeout=600)
-    assert proc.returncode == 0, out[-3000:]
+    out = run_main("dpo", dpo_args(config, tiny_chat_model_dir, killed, "--resume_from_checkpoint", "latest"), capsys,
+                   caplog)
     assert_resumed_at(out, 24, checkpoint)
     assert_resumed_batches(baseline, killed, before, checkpoint, 24, 0)
     assert_same_losses(baseline, killed, checkpoint)

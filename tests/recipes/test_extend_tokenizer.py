@@ -12,7 +12,7 @@ from transformers import AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerFas
 import recipes.extend_tokenizer
 import recipes.pack
 import recipes.pretrain
-from testkit import REPO_ROOT, run_recipe_error
+from testkit import REPO_ROOT, TWO_PROCESSES, run_recipe_error
 from llm_recipes.corpus import CorpusArguments, load_corpus
 from llm_recipes.tokenizer import train_bpe, wrap
 
@@ -150,6 +150,7 @@ def test_continued_pretraining_on_data_packed_with_the_extended_tokenizer(englis
 
 
 @pytest.mark.slow
+@TWO_PROCESSES
 def test_zero3_two_processes_grow_the_embeddings_and_save(english_model, extended, packed_zh, tmp_path):
     """Under ZeRO-3 the model loads sharded; the rows are gathered for the mean init and the saved model has them."""
     out = tmp_path / "z3"

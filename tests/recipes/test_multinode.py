@@ -10,11 +10,12 @@ import time
 from contextlib import contextmanager
 
 import pytest
-from testkit import (ACCELERATE, REPO_ROOT, assert_resumed_at, assert_resumed_batches, assert_same_losses_and_weights,
+from testkit import (ACCELERATE, REPO_ROOT, TWO_PROCESSES, assert_resumed_at, assert_resumed_batches, assert_same_losses_and_weights,
                      data_order, history, kill_tree, losses, newest_checkpoint_step, pretrain_args)
 
 from llm_recipes.training import CHECKPOINT_COMPLETE
 
+pytestmark = TWO_PROCESSES
 ZERO3 = str(REPO_ROOT / "launch/accelerate/zero3.yaml")
 COMMON = ["--max_steps", "20", "--save_steps", "5", "--save_total_limit", "4", "--logging_steps", "1",
           "--eval_strategy", "no", "--log_data_order", "true"]

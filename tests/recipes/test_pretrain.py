@@ -13,9 +13,10 @@ from transformers import AutoTokenizer, LlamaForCausalLM, Trainer
 import recipes.export
 import recipes.merge_lora
 import recipes.pretrain
-from testkit import (ACCELERATE, PLANTED_ENV, REPO_ROOT, assert_resumed_at, assert_resumed_batches,
-                     assert_same_losses_and_weights, data_order, history, kill_during_evaluation, kill_once_exists,
-                     kill_when, losses, newest_checkpoint_step, pretrain_args, run_recipe_error, secret_leaks)
+from testkit import (ACCELERATE, PLANTED_ENV, REPO_ROOT, TWO_PROCESSES, assert_resumed_at, assert_resumed_batches,
+                     assert_same_losses_and_weights, built_once, data_order, history, kill_during_evaluation,
+                     kill_once_exists, kill_when, losses, newest_checkpoint_step, pretrain_args, run_main,
+                     run_recipe_error, secret_leaks)
 from llm_recipes.checkpoints import resolve_source
 from llm_recipes.model import ModelArguments, build_llama_config
 from llm_recipes.training import CHECKPOINT_COMPLETE, complete_checkpoints
@@ -108,19 +109,22 @@ KILL_COMMON = ["--max_steps", "60", "--save_steps", "10", "--save_total_limit", 
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tiny_packed_dir, tmp_path_factory):
-    """The run the killed ones must reproduce."""
-    baseline = tmp_path_factory.mktemp("uninterrupted") / "run"
-    proc = run_pretrain(pretrain_args(tiny_packed_dir, baseline, *KILL_COMMON))
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out
-    return baseline
+def uninterrupted(tiny_packed_dir):
+    """The run the killed ones must reproduce, built once (testkit.built_once) for all five kill points."""
+    def build(folder):
+        proc = run_pretrain(pretrain_args(tiny_packed_dir, folder / "run", *KILL_COMMON))
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out
+
+    return built_once("pretrain-uninterrupted", build, inputs=["recipes/pretrain.py", "configs/pretrain/tiny.yaml"],
+                      key=(str(tiny_packed_dir), KILL_COMMON)) / "run"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_point", ["after_checkpoint_20", "evaluating_at_25", "writing_checkpoint_30",
                                         "seeded_step_7", "seeded_step_42"])
-def test_kill_and_resume_matches_uninterrupted_run(kill_point, tiny_packed_dir, uninterrupted, tmp_path):
+def test_kill_and_resume_matches_uninterrupted_run(kill_point, tiny_packed_dir, uninterrupted, tmp_path, capsys,
+                                                   caplog):
     """SIGKILL after a checkpoint completed, in the middle of an evaluation, while a checkpoint is being written (its
     folder exists, its marker does not), or in a step drawn with a seed; then resume `latest` from the newest
     complete checkpoint (or from scratch)."""
@@ -148,9 +152,8 @@ def test_kill_and_resume_matches_uninterrupted_run(kill_point, tiny_packed_dir, 
     partial.mkdir(parents=True, exist_ok=True)
     (partial / "model.safetensors").write_bytes(b"\0" * 100)
 
-    proc = run_pretrain(pretrain_args(tiny_packed_dir, killed, *common, "--resume_from_checkpoint", "latest"))
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out
+    out = run_main("pretrain", pretrain_args(tiny_packed_dir, killed, *common, "--resume_from_checkpoint", "latest"),
+                   capsys, caplog)
     assert "ignoring incomplete checkpoint(s)" in out and "checkpoint-55" in out
 
     # the resumed process starts at the checkpoint's step: its first logged step and its first batch prove it
@@ -160,6 +163,7 @@ def test_kill_and_resume_matches_uninterrupted_run(kill_point, tiny_packed_dir, 
 
 
 @pytest.mark.slow
+@TWO_PROCESSES
 def test_zero3_two_processes_partition_shard_and_save(tiny_packed_dir, tmp_path):
     out = tmp_path / "z3"
     cmd = [*ACCELERATE, "--config_file", str(REPO_ROOT / "launch/accelerate/zero3.yaml"), "--num_processes", "2",
@@ -237,6 +241,7 @@ def test_resume_skips_damaged_checkpoints_naming_the_file(tiny_packed_dir, tmp_p
 
 
 @pytest.mark.slow
+@TWO_PROCESSES
 def test_zero3_two_processes_kill_and_resume(tiny_packed_dir, tmp_path):
     """The same guarantee on 2 processes under ZeRO-3: SIGKILL to the whole launch after a checkpoint, resume
     `latest`: each rank continues at the checkpoint's step with its own uninterrupted batches, same losses, same
@@ -279,12 +284,14 @@ def continue_args(packed_dir, model_dir, out, *extra):
 
 
 @pytest.fixture(scope="module")
-def pretrained(tiny_packed_dir, tmp_path_factory):
-    """A short from-scratch run: the model to continue, with its final held-out loss in the log."""
-    out = tmp_path_factory.mktemp("pretrained") / "run"
-    recipes.pretrain.main(pretrain_args(tiny_packed_dir, out, "--max_steps", "10", "--eval_steps", "10",
-                                        "--save_steps", "10"))
-    return out
+def pretrained(tiny_packed_dir):
+    """A short from-scratch run: the model to continue, with its final held-out loss in the log (built once)."""
+    def build(folder):
+        recipes.pretrain.main(pretrain_args(tiny_packed_dir, folder / "run", "--max_steps", "10", "--eval_steps", "10",
+                                            "--save_steps", "10"))
+
+    return built_once("pretrained", build, inputs=["recipes/pretrain.py", "configs/pretrain/tiny.yaml"],
+                      key=str(tiny_packed_dir)) / "run"
 
 
 def test_continued_pretraining_starts_at_the_saved_models_eval_loss(tiny_packed_dir, pretrained, tmp_path):
@@ -338,6 +345,7 @@ def test_continued_pretraining_refuses_a_preset_and_a_smaller_vocab(tiny_packed_
 
 
 @pytest.mark.slow
+@TWO_PROCESSES
 def test_zero3_two_processes_continued_pretraining_partitions_and_saves(tiny_packed_dir, pretrained, tmp_path):
     from safetensors.torch import load_file
 

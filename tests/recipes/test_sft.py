@@ -11,8 +11,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, 
 
 import recipes.merge_lora
 import recipes.sft
-from testkit import (ACCELERATE, REPO_ROOT, assert_resumed_at, assert_resumed_batches, assert_same_losses,
-                     assert_same_update, data_order, kill_once_exists, newest_checkpoint_step, run_recipe_error, start_recipe)
+from testkit import (ACCELERATE, REPO_ROOT, TWO_PROCESSES, assert_resumed_at, assert_resumed_batches,
+                     assert_same_losses, assert_same_update, data_order, kill_once_exists, newest_checkpoint_step,
+                     run_main, run_recipe_error, start_recipe)
 from safetensors.torch import load_file
 
 from llm_recipes.model import ModelArguments, build_llama_config
@@ -359,6 +360,7 @@ ZERO3_RUN = dict(sources=((EN, 40), (ZH, 40)), max_steps=4, eval_steps=4, save_s
 
 
 @pytest.mark.slow
+@TWO_PROCESSES
 def test_zero3_two_processes_full_sft_saves_a_reloadable_model(base_dir, data_dir, tmp_path):
     out = tmp_path / "z3"
     output = launch_zero3(recipe_config(tmp_path, data_dir, **ZERO3_RUN), base_dir, out, 29651)
@@ -380,6 +382,7 @@ def test_zero3_two_processes_full_sft_saves_a_reloadable_model(base_dir, data_di
 
 
 @pytest.mark.slow
+@TWO_PROCESSES
 def test_zero3_two_processes_lora_saves_an_adapter(base_dir, data_dir, tmp_path):
     from peft import AutoPeftModelForCausalLM
 
@@ -418,9 +421,9 @@ def run_sft(config, base_dir, out, *extra, processes=1, port=29661):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset, processes", [("tiny", 1), ("tiny_lora", 1), ("tiny", 2)],
+@pytest.mark.parametrize("preset, processes", [("tiny", 1), ("tiny_lora", 1), pytest.param("tiny", 2, marks=TWO_PROCESSES)],
                          ids=["full", "lora", "full-zero3-2proc"])
-def test_kill_and_resume_continues_at_the_checkpoint(preset, processes, base_dir, data_dir, tmp_path):
+def test_kill_and_resume_continues_at_the_checkpoint(preset, processes, base_dir, data_dir, tmp_path, capsys, caplog):
     """SIGKILL (the whole launch) after the second checkpoint, resume `latest`: the resumed process starts at that
     checkpoint's step (first logged step, first batch of every rank), adds exactly the remaining batches in the
     uninterrupted order, and ends with the same losses and weights. With resume_from_checkpoint=None in the recipe
@@ -432,8 +435,11 @@ def test_kill_and_resume_continues_at_the_checkpoint(preset, processes, base_dir
                            max_steps=30, save_steps=10, save_total_limit=3, logging_steps=1, log_data_order=True,
                            max_length=128)
     baseline, killed = tmp_path / "baseline", tmp_path / "killed"
-    out, _ = (proc := run_sft(config, base_dir, baseline, processes=processes)).communicate(timeout=600)
-    assert proc.returncode == 0, out[-3000:]
+    if processes == 1:  # the uninterrupted run in this process: one interpreter start fewer, the same thread count
+        recipes.sft.main(sft_args(config, base_dir, baseline))
+    else:
+        out, _ = (proc := run_sft(config, base_dir, baseline, processes=processes)).communicate(timeout=600)
+        assert proc.returncode == 0, out[-3000:]
 
     kill_once_exists(run_sft(config, base_dir, killed, processes=processes, port=29662),
                      killed / "checkpoint-20" / CHECKPOINT_COMPLETE, group=True)
@@ -441,9 +447,12 @@ def test_kill_and_resume_continues_at_the_checkpoint(preset, processes, base_dir
     checkpoint = newest_checkpoint_step(killed)
     before = {rank: len(data_order(killed, rank)) for rank in range(processes)}
 
-    out, _ = (proc := run_sft(config, base_dir, killed, "--resume_from_checkpoint", "latest", processes=processes,
-                              port=29663)).communicate(timeout=600)
-    assert proc.returncode == 0, out[-3000:]
+    if processes == 1:
+        out = run_main("sft", sft_args(config, base_dir, killed, "--resume_from_checkpoint", "latest"), capsys, caplog)
+    else:
+        out, _ = (proc := run_sft(config, base_dir, killed, "--resume_from_checkpoint", "latest", processes=processes,
+                                  port=29663)).communicate(timeout=600)
+        assert proc.returncode == 0, out[-3000:]
     assert_resumed_at(out, 30, checkpoint)
     for rank in range(processes):
         assert_resumed_batches(baseline, killed, before[rank], checkpoint, 30, rank)
