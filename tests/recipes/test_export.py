@@ -238,12 +238,16 @@ print(json.dumps({"version": transformers.__version__, "ids": ids, "logits": log
 def transformers4_site():
     """transformers 4.57 + its tokenizers / huggingface_hub in a folder put first on PYTHONPATH; torch, numpy and
     safetensors come from the venv. Built once per machine under .cache/ (about 8 s)."""
+    from filelock import FileLock
+
     site = REPO_ROOT / ".cache" / "transformers4"
-    if not (site / "transformers" / "__init__.py").is_file():
-        done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
-                               str(site), *TRANSFORMERS4], capture_output=True, text=True)
-        if done.returncode != 0:
-            pytest.skip(f"cannot install {TRANSFORMERS4} here: {done.stderr.strip().splitlines()[-1:]}")
+    site.parent.mkdir(exist_ok=True)
+    with FileLock(str(site) + ".lock"):  # xdist workers: one installs, the other waits for it
+        if not (site / "transformers" / "__init__.py").is_file():
+            done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
+                                   str(site), *TRANSFORMERS4], capture_output=True, text=True)
+            if done.returncode != 0:
+                pytest.skip(f"cannot install {TRANSFORMERS4} here: {done.stderr.strip().splitlines()[-1:]}")
     return site
 
 

@@ -211,14 +211,12 @@ def test_zero3_two_processes_partition_shard_and_save(tiny_packed_dir, tmp_path)
 
 
 @pytest.mark.slow
-def test_resume_skips_damaged_checkpoints_naming_the_file(tiny_packed_dir, tmp_path):
+def test_resume_skips_damaged_checkpoints_naming_the_file(tiny_packed_dir, tmp_path, capsys, caplog):
     """A complete-looking checkpoint with a damaged model shard, a damaged optimizer file or no trainer_state.json
     is skipped with a warning naming the file; training resumes from the newest checkpoint that is intact."""
     out = tmp_path / "run"
     common = ["--save_steps", "5", "--save_total_limit", "4", "--logging_steps", "1", "--eval_strategy", "no"]
-    proc = run_pretrain(pretrain_args(tiny_packed_dir, out, "--max_steps", "20", *common))
-    log, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, log
+    recipes.pretrain.main(pretrain_args(tiny_packed_dir, out, "--max_steps", "20", *common))
     assert sorted(p.name for p in complete_checkpoints(out)) == [f"checkpoint-{s}" for s in (10, 15, 20, 5)]
 
     header = out / "checkpoint-20" / "model.safetensors"  # same size, garbage header
@@ -229,10 +227,8 @@ def test_resume_skips_damaged_checkpoints_naming_the_file(tiny_packed_dir, tmp_p
     optimizer.write_bytes(bytes(data))
     (out / "checkpoint-10" / "trainer_state.json").unlink()
 
-    proc = run_pretrain(pretrain_args(tiny_packed_dir, out, "--max_steps", "25", *common,
-                                      "--resume_from_checkpoint", "latest"))
-    log, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, log
+    log = run_main("pretrain", pretrain_args(tiny_packed_dir, out, "--max_steps", "25", *common,
+                                             "--resume_from_checkpoint", "latest"), capsys, caplog)
     for name, file in (("checkpoint-20", "model.safetensors"), ("checkpoint-15", "optimizer.pt"),
                        ("checkpoint-10", "trainer_state.json")):
         assert re.search(rf"ignoring damaged checkpoint {name}: {re.escape(file)} ", log), (name, log[-2000:])
