@@ -177,6 +177,7 @@ def test_every_key_and_step_parameter_has_help(capsys):
     assert all(f"{name}:" in listing for name in STEPS) and "min_doc_words = 50" in listing
 
 
+@pytest.mark.slow  # three `make data` runs of several tasks each: ~35 s on 2 cores
 def test_result_does_not_depend_on_the_number_of_tasks(tmp_path):
     """Files are dealt to tasks when there are enough of them, records otherwise; splits are decided by text hash
     and duplicates by source order, so 1 task and 3 tasks give the same documents in the same splits."""
