@@ -49,7 +49,7 @@ def pack_config(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer_dir(data_dir) -> Path:
-    """The tiny tokenizer (vocab 2048) trained on the shipped English + Chinese corpus, built once (testkit.built_once)."""
+    """The tiny tokenizer (vocab 2048) trained on the shipped English + Chinese corpus, built once (built_once)."""
     def build(out: Path) -> None:
         (out / "tokenizer.yaml").write_text(TOKENIZER_YAML)
         recipes.train_tokenizer.main(["--config", str(out / "tokenizer.yaml"), "--output_dir", str(out / "tokenizer")])
@@ -93,7 +93,7 @@ def tiny_chat_model_dir(tiny_tokenizer_dir) -> Path:
     return built_once("chat-model", build, key=str(tiny_tokenizer_dir)) / "model"
 
 
-# --- parallel runs (pytest-xdist, as `make test` runs the suite) --------------------------------------------------------
+# --- parallel runs (pytest-xdist, as `make test` runs the suite) ------------------------------------------------------
 # Each worker runs its tests on one core: a tiny model's step is mostly Python, and two workers with two torch threads
 # each would spin-wait for each other on a 2-core box. Subprocesses inherit the setting; in-process and subprocess
 # runs of a kill test see the same thread count either way.

@@ -24,7 +24,7 @@ ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
 DATA_DIR = Path(os.environ.get("DATA_DIR", REPO_ROOT.parent / "shared" / "data")).resolve()
 
 
-# --- fixtures built once ------------------------------------------------------------------------------------------------
+# --- fixtures built once ----------------------------------------------------------------------------------------------
 # An expensive fixture (a trained tokenizer, a packed corpus, a baseline training run) is built once per hash of what
 # it is made from, into a folder that every xdist worker of the session and every later session of this checkout
 # reuses. Under the system temp dir, so exported paths read "<tmp>/..." as a user's do; per checkout, so a fresh clone
@@ -33,7 +33,7 @@ FIXTURE_CACHE = Path(os.environ.get("LLM_RECIPES_TEST_CACHE") or Path(tempfile.g
                      / hashlib.sha256(str(REPO_ROOT).encode()).hexdigest()[:12])
 ALWAYS_HASHED = ("llm_recipes", "requirements.txt", "tests/testkit.py", "tests/conftest.py")
 BUILT_MARKER = ".built"
-SESSION_START = time.time() - 3600  # builds older than this are from an earlier session: prunable
+PRUNE_BEFORE = time.time() - 3600  # a build older than this is an earlier session's: a newer one may replace it
 
 
 def _hash_path(h, path: Path) -> None:
@@ -73,7 +73,7 @@ def built_once(name: str, build: Callable[[Path], object], inputs: Iterable[str 
             for stale in FIXTURE_CACHE.iterdir():  # this fixture's builds of earlier sessions, on other inputs
                 marker = stale / BUILT_MARKER
                 if (stale != out and re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{16}}", stale.name)
-                        and marker.exists() and marker.stat().st_mtime < SESSION_START):
+                        and marker.exists() and marker.stat().st_mtime < PRUNE_BEFORE):
                     shutil.rmtree(stale, ignore_errors=True)
     return out
 
@@ -82,6 +82,15 @@ def built_once(name: str, build: Callable[[Path], object], inputs: Iterable[str 
 # xdist worker (`make test` runs `--dist loadgroup`): two at once would share the 2 cores four ways, and some of them
 # take fixed ports.
 TWO_PROCESSES = pytest.mark.xdist_group("two-processes")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a launch's rendezvous."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def load_recipe(name: str):

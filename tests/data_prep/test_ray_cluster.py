@@ -6,7 +6,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from dp_helpers import TINY, split_hashes
-from testkit import TWO_PROCESSES
+from testkit import TWO_PROCESSES, free_port
 
 pytestmark = TWO_PROCESSES
 TIMEOUT = 300  # per command: a cluster that never comes up or a stage that never ends fails instead of blocking
@@ -32,12 +31,6 @@ while len(alive := [n["NodeID"] for n in ray.nodes() if n["Alive"]]) < int(sys.a
 actors = [a["Address"]["NodeID"] for a in state.actors().values() if a["ActorClassName"] == "RankWorker"]
 print(json.dumps({"alive": alive, "task_nodes": actors}))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_line(proc: subprocess.Popen, log: Path, text: str) -> None:

@@ -7,12 +7,11 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 
 import pytest
 from fakeslurm import install, script_options
-from testkit import REPO_ROOT, TWO_PROCESSES, data_order
+from testkit import REPO_ROOT, TWO_PROCESSES, data_order, free_port
 from transformers import LlamaForCausalLM
 
 from llm_recipes.training import CHECKPOINT_COMPLETE
@@ -29,12 +28,6 @@ def slurm(tmp_path, monkeypatch):
     calls = install(bin_dir)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     return calls
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def submit(tmp_path, nodes: int, gpus_per_node: int, packed_dir, out, *extra) -> str:

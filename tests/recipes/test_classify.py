@@ -115,8 +115,8 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tiny_chat_model_dir, t
                      group=True)
     assert not (killed / "eval_results.json").exists(), "the run finished before it was killed"
     checkpoint, before = newest_checkpoint_step(killed), len(data_order(killed))
-    out = run_main("classify", classify_args(tiny_chat_model_dir, killed, *common, "--resume_from_checkpoint", "latest"),
-                   capsys, caplog)
+    out = run_main("classify", classify_args(tiny_chat_model_dir, killed, *common, "--resume_from_checkpoint",
+                                             "latest"), capsys, caplog)
     assert_resumed_at(out, 40, checkpoint)
     assert_resumed_batches(baseline, killed, before, checkpoint, 40)
     assert_same_losses(baseline, killed, checkpoint)

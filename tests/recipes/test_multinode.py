@@ -4,14 +4,14 @@ train, checkpoint and resume must be what one machine with two processes trains.
 
 import os
 import re
-import socket
 import subprocess
 import time
 from contextlib import contextmanager
 
 import pytest
-from testkit import (ACCELERATE, REPO_ROOT, TWO_PROCESSES, assert_resumed_at, assert_resumed_batches, assert_same_losses_and_weights,
-                     data_order, history, kill_tree, losses, newest_checkpoint_step, pretrain_args)
+from testkit import (ACCELERATE, REPO_ROOT, TWO_PROCESSES, assert_resumed_at, assert_resumed_batches,
+                     assert_same_losses_and_weights, data_order, free_port, history, kill_tree, losses,
+                     newest_checkpoint_step, pretrain_args)
 
 from llm_recipes.training import CHECKPOINT_COMPLETE
 
@@ -20,12 +20,6 @@ ZERO3 = str(REPO_ROOT / "launch/accelerate/zero3.yaml")
 COMMON = ["--max_steps", "20", "--save_steps", "5", "--save_total_limit", "4", "--logging_steps", "1",
           "--eval_strategy", "no", "--log_data_order", "true"]
 TIMEOUT = 300  # per launch: a rendezvous that never completes fails the test instead of blocking it
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(cmd: list[str], log) -> subprocess.Popen:

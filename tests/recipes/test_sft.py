@@ -421,7 +421,8 @@ def run_sft(config, base_dir, out, *extra, processes=1, port=29661):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset, processes", [("tiny", 1), ("tiny_lora", 1), pytest.param("tiny", 2, marks=TWO_PROCESSES)],
+@pytest.mark.parametrize("preset, processes",
+                         [("tiny", 1), ("tiny_lora", 1), pytest.param("tiny", 2, marks=TWO_PROCESSES)],
                          ids=["full", "lora", "full-zero3-2proc"])
 def test_kill_and_resume_continues_at_the_checkpoint(preset, processes, base_dir, data_dir, tmp_path, capsys, caplog):
     """SIGKILL (the whole launch) after the second checkpoint, resume `latest`: the resumed process starts at that
@@ -434,12 +435,18 @@ def test_kill_and_resume_continues_at_the_checkpoint(preset, processes, base_dir
                            eval_on_start=False, load_best_model_at_end=False, early_stopping_patience=None,
                            max_steps=30, save_steps=10, save_total_limit=3, logging_steps=1, log_data_order=True,
                            max_length=128)
+
+    def to_the_end(out, *extra, port):
+        """A run nobody kills: in this process on one process (an interpreter start fewer), else launched."""
+        if processes == 1:
+            return run_main("sft", sft_args(config, base_dir, out, *extra), capsys, caplog)
+        output, _ = (proc := run_sft(config, base_dir, out, *extra, processes=processes, port=port)).communicate(
+            timeout=600)
+        assert proc.returncode == 0, output[-3000:]
+        return output
+
     baseline, killed = tmp_path / "baseline", tmp_path / "killed"
-    if processes == 1:  # the uninterrupted run in this process: one interpreter start fewer, the same thread count
-        recipes.sft.main(sft_args(config, base_dir, baseline))
-    else:
-        out, _ = (proc := run_sft(config, base_dir, baseline, processes=processes)).communicate(timeout=600)
-        assert proc.returncode == 0, out[-3000:]
+    to_the_end(baseline, port=29661)
 
     kill_once_exists(run_sft(config, base_dir, killed, processes=processes, port=29662),
                      killed / "checkpoint-20" / CHECKPOINT_COMPLETE, group=True)
@@ -447,12 +454,7 @@ def test_kill_and_resume_continues_at_the_checkpoint(preset, processes, base_dir
     checkpoint = newest_checkpoint_step(killed)
     before = {rank: len(data_order(killed, rank)) for rank in range(processes)}
 
-    if processes == 1:
-        out = run_main("sft", sft_args(config, base_dir, killed, "--resume_from_checkpoint", "latest"), capsys, caplog)
-    else:
-        out, _ = (proc := run_sft(config, base_dir, killed, "--resume_from_checkpoint", "latest", processes=processes,
-                                  port=29663)).communicate(timeout=600)
-        assert proc.returncode == 0, out[-3000:]
+    out = to_the_end(killed, "--resume_from_checkpoint", "latest", port=29663)
     assert_resumed_at(out, 30, checkpoint)
     for rank in range(processes):
         assert_resumed_batches(baseline, killed, before[rank], checkpoint, 30, rank)
