@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
@@ -137,20 +139,41 @@ def report_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def end_of_turn_id(tokenizer) -> int | None:
+    """The special token the chat template writes right after an assistant's answer: Llama 3's <|eot_id|>, Qwen's
+    and ChatML's <|im_end|>, Llama 2's and Mistral's </s>. None without a template or a special token there."""
+    if not tokenizer.chat_template:
+        return None
+    probe = "Probe answer 7"
+    try:
+        conversation = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": probe}]
+        text = tokenizer.apply_chat_template(conversation, tokenize=False)
+    except Exception:  # a template with demands of its own (tools, a system turn): stop at eos only
+        return None
+    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    after = tokenizer(text[text.rindex(probe) + len(probe):], add_special_tokens=False)["input_ids"]
+    return next((i for i in after if i in special), None)
+
+
 def stop_token_ids(tokenizer) -> list[int]:
-    """A chat model ends its turn with <|im_end|>: generation stops there as well as at the tokenizer's eos."""
-    ids = [tokenizer.eos_token_id]
-    im_end = tokenizer.convert_tokens_to_ids(IM_END) if IM_END in tokenizer.get_vocab() else None
-    if im_end is not None and im_end not in ids:
-        ids.append(im_end)
-    return ids
+    """Where generation stops: the tokenizer's eos (a base model's end of document, first as in Meta's and Qwen's
+    generation_config) and the token the chat template closes an assistant turn with: Llama 3 ends a turn with
+    <|eot_id|>, not its eos <|end_of_text|>."""
+    ids = [i for i in (tokenizer.eos_token_id, end_of_turn_id(tokenizer)) if i is not None]
+    return list(dict.fromkeys(ids))
 
 
 def set_stop_tokens(generation_config, tokenizer) -> None:
-    """A chat model's generation_config: stop at the tokenizer's eos and at <|im_end|>, pad with its pad token."""
+    """A chat model's generation_config: stop at the template's end of turn and the eos, pad with the pad token."""
     ids = stop_token_ids(tokenizer)
     generation_config.eos_token_id = ids if len(ids) > 1 else ids[0]
     generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def stop_names(generation_config, tokenizer) -> list[str]:
+    """The tokens a saved generation_config stops at, by name (for the model card)."""
+    ids = generation_config.eos_token_id
+    return tokenizer.convert_ids_to_tokens([ids] if isinstance(ids, int) else list(ids or []))
 
 
 def load_chat_tokenizer(name: str, revision: str | None = None, trust_remote_code: bool = False,
@@ -160,6 +183,58 @@ def load_chat_tokenizer(name: str, revision: str | None = None, trust_remote_cod
     if template_path is None and not tokenizer.chat_template:
         raise ConfigError(f"tokenizer {name} has no chat template: train one with make tokenizer (ChatML), or {hint}")
     return tokenizer
+
+
+# --- assistant-only loss on a family's own template -------------------------------------------------------------------
+
+TEMPLATES = Path(__file__).parent / "chat_templates"
+
+
+def _training_templates() -> dict[str, str]:
+    """original template -> the same template with {% generation %} markers, for the families TRL does not patch."""
+    from trl.chat_template_utils import llama3_1_chat_template
+
+    return {llama3_1_chat_template: (TEMPLATES / "llama3_1_training.jinja").read_text(encoding="utf-8"),
+            (TEMPLATES / "llama2.jinja").read_text(encoding="utf-8"):
+                (TEMPLATES / "llama2_training.jinja").read_text(encoding="utf-8")}
+
+
+def masking_template(tokenizer, name: str) -> str | None:
+    """The template SFT masks with when it computes the loss on assistant turns only: None when the model's own one
+    has {% generation %} markers or TRL knows its training variant (Qwen 2.5, Llama 3.0, Gemma, Phi-3, ...), ours for
+    Llama 3.1 and Llama 2; otherwise a ConfigError naming the fix. Never a silent loss on every token."""
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    template = tokenizer.chat_template
+    if has_generation_markers(template):
+        return None
+    ours = _training_templates().get(template)
+    if ours is not None:
+        return ours
+    try:
+        if get_training_chat_template(tokenizer) is not None:
+            return None  # TRL swaps its training variant in itself, and keeps the original for saving
+    except ValueError:
+        pass
+    raise ConfigError(
+        f"the chat template of {name} has no {{% generation %}} markers and no known training variant, so "
+        "assistant_only_loss cannot tell the answers from the prompts: set chat_template_path to a copy of the "
+        "template with {% generation %}...{% endgeneration %} around each assistant answer and its end-of-turn "
+        "token (llm_recipes/chat_templates/ has examples), or assistant_only_loss: false to train on every token")
+
+
+@contextmanager
+def masked_with(tokenizer, template: str | None):
+    """Render with `template` while the trainer tokenizes its data, then put the model's own template back, so that
+    checkpoints and the saved model carry the original (the one users and inference servers render with)."""
+    if template is None:
+        yield
+        return
+    original, tokenizer.chat_template = tokenizer.chat_template, template
+    try:
+        yield
+    finally:
+        tokenizer.chat_template = original
 
 
 # --- vocabulary extension (Chinese-LLaMA's path, for byte-level BPE) --------------------------------------------------

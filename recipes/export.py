@@ -31,7 +31,7 @@ from llm_recipes.hub.folder import (build_model_card, check_no_leaks, make_trans
                                     recipe_lineage, redact_paths, write_recipe_files)
 from llm_recipes.hub.gguf import convert_to_gguf  # noqa: E402
 from llm_recipes.run_info import git_state, package_versions, resolved_config  # noqa: E402
-from llm_recipes.tokenizer import set_stop_tokens  # noqa: E402
+from llm_recipes.tokenizer import set_stop_tokens, stop_names  # noqa: E402
 
 logger = logging.getLogger("export")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "generation_config.json")
@@ -134,7 +134,7 @@ def export(args: ExportArguments) -> Path:
             model_name=args.repo_id.split("/")[-1], repo_id=args.repo_id, license=args.license,
             languages=args.languages, datasets=args.datasets, base_model=args.base_model, tags=args.tags,
             summary=args.summary, limitations=args.limitations, eval_results=shown, recipes=recipes,
-            gguf_file=gguf_file,
+            gguf_file=gguf_file, stop_tokens=[] if model is None else stop_names(model.generation_config, tokenizer),
         )
         card.save(staging / "README.md")
         if results:  # the card's numbers in full, local paths rewritten

@@ -30,7 +30,6 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 import trl  # noqa: E402
 from transformers import EarlyStoppingCallback, set_seed
 from trl import ModelConfig, SFTTrainer, get_peft_config, get_quantization_config
-from trl.chat_template_utils import has_generation_markers
 
 from llm_recipes.adapters import (AdaLoraCallback, PeftArguments, adalora_keeps_last_model, check_quantized_training,
                                   peft_config)
@@ -39,7 +38,7 @@ from llm_recipes.chat_data import ChatDataArguments, drop_too_long, load_mixture
 from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.distributed import exit_skipping_teardown_on_cpu_ranks
 from llm_recipes.run_info import write_run_info
-from llm_recipes.tokenizer import load_chat_tokenizer, set_stop_tokens
+from llm_recipes.tokenizer import load_chat_tokenizer, masked_with, masking_template, set_stop_tokens
 from llm_recipes.training import (RecipeTrainerMixin, RecipeTrainingArguments, TokenCountCollator, resolve_resume,
                                   setup_trainer, train_and_save)
 
@@ -102,13 +101,13 @@ def check_combination(script_args: ScriptArguments, args: SFTConfig, model_args:
 
 
 def load_tokenizer(script_args: ScriptArguments, model_args: ModelConfig, args: SFTConfig):
+    """The model's tokenizer, and the template to mask assistant turns with (None: its own, or TRL's variant)."""
     name = script_args.tokenizer_name_or_path or model_args.model_name_or_path
     tokenizer = load_chat_tokenizer(name, model_args.model_revision, args.trust_remote_code, args.chat_template_path)
-    template = tokenizer.chat_template
-    if args.assistant_only_loss and args.chat_template_path is None and not has_generation_markers(template):
-        logger.warning("the chat template of %s has no {%% generation %%} markers: TRL swaps in its training template "
-                       "where it knows the model family, and fails otherwise", name)
-    return tokenizer
+    masking = None
+    if args.assistant_only_loss and args.chat_template_path is None:
+        masking = masking_template(tokenizer, name)
+    return tokenizer, masking
 
 
 # --- the trainer: SFTTrainer + the training core's logging -----------------------------------------------------------
@@ -147,7 +146,7 @@ def build_trainer(script_args: ScriptArguments, args: SFTConfig, model_args: Mod
     """Checks, tokenizer, instruction data and the SFTTrainer; raises ConfigError for a config mistake."""
     check_combination(script_args, args, model_args)
     check_quantized_training(model_args, args)
-    tokenizer = load_tokenizer(script_args, model_args, args)
+    tokenizer, masking = load_tokenizer(script_args, model_args, args)
     with args.main_process_first(desc="instruction data"):
         data, reports = load_mixture(script_args, seed=args.data_seed if args.data_seed is not None else args.seed)
     if script_args.long_conversations == "drop" and args.max_length:
@@ -177,16 +176,17 @@ def build_trainer(script_args: ScriptArguments, args: SFTConfig, model_args: Mod
         callbacks.append(
             EarlyStoppingCallback(script_args.early_stopping_patience, script_args.early_stopping_threshold))
     try:
-        trainer = RecipeSFTTrainer(
-            model=model_args.model_name_or_path,
-            args=args,
-            train_dataset=data["train"],
-            eval_dataset=data["test"] if args.eval_strategy != "no" else None,
-            processing_class=tokenizer,
-            callbacks=callbacks,
-            quantization_config=get_quantization_config(model_args),
-            peft_config=peft,
-        )
+        with masked_with(tokenizer, masking):  # the data is tokenized in __init__; the model's own template is saved
+            trainer = RecipeSFTTrainer(
+                model=model_args.model_name_or_path,
+                args=args,
+                train_dataset=data["train"],
+                eval_dataset=data["test"] if args.eval_strategy != "no" else None,
+                processing_class=tokenizer,
+                callbacks=callbacks,
+                quantization_config=get_quantization_config(model_args),
+                peft_config=peft,
+            )
     except (ImportError, ValueError) as e:  # e.g. a tokenizer the model does not fit, a quantizer refusing the machine
         raise ConfigError(f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
     setup_trainer(trainer, seq_len=args.max_length)

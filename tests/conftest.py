@@ -7,7 +7,7 @@ import pytest
 
 import recipes.pack
 import recipes.train_tokenizer
-from testkit import DATA_DIR, REPO_ROOT, SHIPPED_CORPUS, built_once
+from testkit import DATA_DIR, MODELS_DIR, REPO_ROOT, SHIPPED_CORPUS, built_once
 
 # Nothing in the test suite may reach the Hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -91,6 +91,29 @@ def tiny_chat_model_dir(tiny_tokenizer_dir) -> Path:
         tokenizer.save_pretrained(out / "model")
 
     return built_once("chat-model", build, key=str(tiny_tokenizer_dir)) / "model"
+
+
+@pytest.fixture(scope="session")
+def family_model_dir():
+    """A model family as a user brings it: the family's real tokenizer, chat template, special tokens and
+    generation_config, and random weights of its architecture at a tiny size (the folder's config.json), built once
+    per family. Shared: copy it before changing anything in it."""
+    def get(family: str) -> Path:
+        def build(out: Path) -> None:
+            import shutil
+
+            import torch
+            from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+            torch.manual_seed(0)
+            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(MODELS_DIR / family))
+            model.save_pretrained(out / "model")
+            AutoTokenizer.from_pretrained(MODELS_DIR / family).save_pretrained(out / "model")
+            shutil.copy(MODELS_DIR / family / "generation_config.json", out / "model")
+
+        return built_once(f"family-{family}", build, inputs=[MODELS_DIR / family]) / "model"
+
+    return get
 
 
 # --- parallel runs (pytest-xdist, as `make test` runs the suite) ------------------------------------------------------

@@ -288,3 +288,34 @@ def assert_same_losses_and_weights(baseline: Path, resumed: Path, checkpoint: in
     with torch.no_grad():
         final = [LlamaForCausalLM.from_pretrained(d)(x).logits for d in (baseline, resumed)]
     assert torch.allclose(*final, atol=1e-4), (final[0] - final[1]).abs().max().item()
+
+
+# --- model families as users bring them (../shared/models/: real tokenizers and chat templates) ----------------------
+
+FAMILIES = ("llama3", "qwen2", "llama2-spm")
+MODELS_DIR = DATA_DIR.parent / "models"
+SYSTEM = {"role": "system", "content": "You answer briefly."}
+TURNS = [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "Paris."},
+         {"role": "user", "content": "北京是哪个国家的首都？"},
+         {"role": "assistant", "content": "中国。"}]
+# family -> (stop tokens: eos first, then the end of turn; the masked text of the two answers, checked by hand)
+FAMILY_EXPECTED = {
+    "llama3": (["<|end_of_text|>", "<|eot_id|>"], ["Paris.<|eot_id|>", "中国。<|eot_id|>"]),
+    "qwen2": (["<|endoftext|>", "<|im_end|>"], ["\nParis.<|im_end|>\n", "\n中国。<|im_end|>\n"]),  # TRL's variant
+    "llama2-spm": (["</s>"], ["Paris. </s>", "中国。 </s>"]),
+}
+
+
+
+class ForceTokenAt:
+    """A logits processor: `token_id` is the only choice when the sequence is `position` tokens long. Forcing a stop
+    token shows that generation_config stops there (a random tiny model would never pick it by itself)."""
+
+    def __init__(self, token_id: int, position: int):
+        self.token_id, self.position = token_id, position
+
+    def __call__(self, input_ids, scores):
+        if input_ids.shape[1] == self.position:
+            scores = scores.new_full(scores.shape, -float("inf"))
+            scores[:, self.token_id] = 0
+        return scores

@@ -155,8 +155,8 @@ out = model.generate(**inputs, max_new_tokens=64)
 print(tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
 ```
 
-Stops at `<|im_end|>` through `generation_config.json`. Loads with transformers 5 and 4.x (`tokenizer_class:
-PreTrainedTokenizerFast`, chat template also in `tokenizer_config.json`, top-level `rope_theta`).
+{% if stops %}Stops at {{ stops }} through `generation_config.json`. {% endif %}Loads with transformers 5 and 4.x
+(`tokenizer_class: PreTrainedTokenizerFast`, chat template also in `tokenizer_config.json`, top-level `rope_theta`).
 {% if gguf_file %}A GGUF file for llama.cpp is included: `{{ gguf_file }}`.{% endif %}
 
 ## Evaluation
@@ -222,7 +222,8 @@ def eval_results_for_card(results: dict) -> tuple[list[EvalResult], str]:
 
 def build_model_card(*, model_name: str, repo_id: str, license: str, languages: list[str], datasets: list[str],
                      base_model: str | None, tags: list[str], summary: str, limitations: str,
-                     eval_results: dict | None, recipes: list[tuple[str, str]], gguf_file: str | None) -> ModelCard:
+                     eval_results: dict | None, recipes: list[tuple[str, str]], gguf_file: str | None,
+                     stop_tokens: list[str] = ()) -> ModelCard:
     entries, table = eval_results_for_card(eval_results or {})
     data = ModelCardData(
         model_name=model_name, license=license, language=languages or None, datasets=datasets or None,
@@ -231,10 +232,23 @@ def build_model_card(*, model_name: str, repo_id: str, license: str, languages: 
     )
     return ModelCard.from_template(data, template_str=CARD_TEMPLATE, model_name=model_name, repo_id=repo_id,
                                    summary=summary, limitations=limitations, eval_table=table, recipes=recipes,
-                                   gguf_file=gguf_file)
+                                   gguf_file=gguf_file, stops=" or ".join(f"`{t}`" for t in stop_tokens))
 
 
 # --- nothing local, nothing secret ------------------------------------------------------------------------------------
+
+
+def _without_vocabulary(path: Path, text: str) -> str:
+    """What of a file may name a path: a byte-level vocabulary holds pieces such as `/root` and `/tmp` (Llama 3's and
+    Qwen's do), which are text the model reads, not places on this machine."""
+    if path.suffix == ".model":  # a SentencePiece model: pieces and their scores only
+        return ""
+    if path.name == "tokenizer.json":
+        data = json.loads(text)
+        for key in ("vocab", "merges"):
+            (data.get("model") or {}).pop(key, None)
+        return json.dumps(data, ensure_ascii=False)
+    return text
 
 
 def check_no_leaks(folder: Path, extra_paths: list[str] = ()) -> None:
@@ -247,6 +261,7 @@ def check_no_leaks(folder: Path, extra_paths: list[str] = ()) -> None:
         text = path.read_text(errors="replace")
         if (token and token in text) or HUB_TOKEN_PATTERN.search(text):
             raise ConfigError(f"{path.relative_to(folder)}: contains a Hub token; refusing to publish it")
+        text = _without_vocabulary(path, text)
         for needle in needles:
             if re.search(re.escape(needle) + r"(?![\w.-])", text):
                 raise ConfigError(f"{path.relative_to(folder)}: contains the local path {needle}")

@@ -11,10 +11,11 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList, pipeline
 
 import recipes.export
-from testkit import REPO_ROOT, run_recipe_error
+from testkit import (FAMILIES, FAMILY_EXPECTED, MODELS_DIR, REPO_ROOT, SYSTEM, TURNS, ForceTokenAt,
+                     run_recipe_error)
 
 CHAT = [{"role": "user", "content": "Who are you? 你是谁？ 12345"}]
 # transformers 4.57 with the tokenizers and huggingface_hub it supports, installed beside (not into) the venv
@@ -366,3 +367,28 @@ def test_vllm_generates_the_same_greedy_tokens(exported):
     assert done.returncode == 0, done.stderr[-3000:]
     got = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
     assert got == expected
+
+
+@pytest.mark.slow  # a 128k-152k vocabulary: its embeddings and tokenizer.json are written and scanned, 5-20 s
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_familys_export_keeps_its_template_and_stops_at_its_end_of_turn(family, family_model_dir, tmp_path):
+    """Llama 3.1, Qwen 2.5, Llama 2 as the base: the leak check passes their vocabularies, the exported tokenizer
+    renders byte for byte as the original, and generation stops at the family's end of turn (forced there)."""
+    base, out = family_model_dir(family), tmp_path / "export"
+    export(base, out)
+    original = AutoTokenizer.from_pretrained(MODELS_DIR / family)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    conversation = [SYSTEM, *TURNS]
+    for messages, prompt in ((conversation, False), (conversation[:-1], True)):
+        assert (tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
+                == original.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt))
+    stops = FAMILY_EXPECTED[family][0]
+    card = ModelCard.load(out / "README.md")
+    assert "Stops at " + " or ".join(f"`{t}`" for t in stops) in card.text
+    model = AutoModelForCausalLM.from_pretrained(out)
+    end_of_turn = tokenizer.convert_tokens_to_ids(stops[-1])
+    inputs = tokenizer.apply_chat_template(TURNS[:1], add_generation_prompt=True, return_dict=True, return_tensors="pt")
+    start = inputs["input_ids"].shape[1]
+    force = LogitsProcessorList([ForceTokenAt(end_of_turn, start + 2)])
+    generated = model.generate(**inputs, max_new_tokens=8, do_sample=False, logits_processor=force)
+    assert generated[0, start:].tolist()[-1] == end_of_turn and generated.shape[1] == start + 3

@@ -7,11 +7,12 @@ import sys
 import pytest
 import torch
 import yaml
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, LogitsProcessor, LogitsProcessorList
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, LogitsProcessorList
 
 import recipes.merge_lora
 import recipes.sft
-from testkit import (ACCELERATE, REPO_ROOT, TWO_PROCESSES, assert_resumed_at, assert_resumed_batches,
+from testkit import (ACCELERATE, FAMILIES, FAMILY_EXPECTED, REPO_ROOT, SYSTEM, TURNS, TWO_PROCESSES, ForceTokenAt,
+                     assert_resumed_at, assert_resumed_batches,
                      assert_same_losses, assert_same_update, data_order, kill_once_exists, newest_checkpoint_step,
                      run_main, run_recipe_error, start_recipe)
 from safetensors.torch import load_file
@@ -113,17 +114,6 @@ def test_assistant_only_labels_exactly_on_assistant_tokens(base_dir, data_dir, t
         trained = tokenizer.decode([t for t in labels if t != -100])
         assert trained == "".join(m["content"] + "<|im_end|>" for m in record["messages"] if m["role"] == "assistant")
     assert masked_roles >= 60  # system and user turns were really there to be masked
-
-
-class ForceTokenAt(LogitsProcessor):
-    def __init__(self, token_id, position):
-        self.token_id, self.position = token_id, position
-
-    def __call__(self, input_ids, scores):
-        if input_ids.shape[1] == self.position:
-            scores = torch.full_like(scores, -float("inf"))
-            scores[:, self.token_id] = 0
-        return scores
 
 
 def test_packing_fills_batches_without_cross_contamination(base_dir, data_dir, tmp_path):
@@ -480,3 +470,37 @@ def test_peft_type_switch_trains_adalora_and_ia3(peft_type, base_dir, data_dir, 
     trainer.train()
     after = dict(trainer.model.named_parameters())
     assert any(not torch.equal(before[n], after[n]) for n in before if "lm_head" not in n and "embed" not in n)
+
+
+# --- a model family brought by the user (Llama 3.1, Qwen 2.5, Llama 2): its own template, masks and stop tokens ------
+
+
+@pytest.mark.slow  # a 128k-152k vocabulary makes even 2 LoRA steps cost seconds; 6-10 s a family
+@pytest.mark.parametrize("family", FAMILIES)
+def test_lora_on_a_family_masks_its_answers_keeps_its_template_and_stops_at_its_end_of_turn(
+        family, family_model_dir, tmp_path, data_dir, capsys, caplog):
+    base = family_model_dir(family)
+    src = tmp_path / "chats.jsonl"
+    chats = [[SYSTEM, *TURNS], TURNS] * 4
+    src.write_text("".join(json.dumps({"messages": m}, ensure_ascii=False) + "\n" for m in chats))
+    config = recipe_config(tmp_path, data_dir, preset="tiny_lora", sources=(), packing=False, test_split_size=0,
+                           eval_strategy="no", eval_on_start=False, load_best_model_at_end=False,
+                           early_stopping_patience=None, max_steps=2, save_steps=2, long_conversations="drop")
+    cfg = yaml.safe_load(config.read_text())
+    cfg["datasets"] = [{"path": str(src), "format": "messages"}]
+    config.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    out, merged = tmp_path / "sft-lora", tmp_path / "merged"
+    trainer = build(config, base, tmp_path / "unused")
+    tokenizer = trainer.processing_class
+    first = trainer.train_dataset[0]
+    trained = tokenizer.decode([t for t in first["labels"] if t != -100])
+    assert trained == "".join(FAMILY_EXPECTED[family][1])  # the answers and their end of turn, nothing else
+
+    run_main("sft", sft_args(config, base, out), capsys, caplog)
+    recipes.merge_lora.main(["--adapter_dir", str(out), "--output_dir", str(merged)])
+    original = AutoTokenizer.from_pretrained(base).chat_template
+    for folder in (out, out / "checkpoint-2", merged):
+        assert AutoTokenizer.from_pretrained(folder).chat_template == original, folder  # not the training variant
+    model = AutoModelForCausalLM.from_pretrained(merged)
+    stops = model.generation_config.eos_token_id
+    assert tokenizer.convert_ids_to_tokens(stops if isinstance(stops, list) else [stops]) == FAMILY_EXPECTED[family][0]
