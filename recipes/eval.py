@@ -32,6 +32,7 @@ from llm_recipes.run_info import write_run_info  # noqa: E402
 
 logger = logging.getLogger("eval")
 TASKS = ("lm", "classification", "generation", "lm_eval")
+DEFAULT_CONTEXT = 2048  # lm-evaluation-harness's default max_length: a CPU or one GPU scores it at any vocabulary
 
 
 @dataclass
@@ -45,7 +46,8 @@ class EvalArguments:
     batch_size: int = field(default=16, metadata={"help": "Sequences per forward pass."})
     seed: int = field(default=42, metadata={"help": "Seed of the demonstration draws and the demo/eval split."})
     context_length: int | None = field(
-        default=None, metadata={"help": "Longest input; default: the model's max_position_embeddings."})
+        default=None, metadata={"help": "Longest input; default: the model's max_position_embeddings, at most 2,048 "
+                                        "(lm-evaluation-harness's default; Llama 3.1 allows 131,072)."})
     # language modelling
     lm_sets: list[LMSet] = field(default_factory=list, metadata={"help": "Held-out text: a list of {path, language, "
                                  "name, text_column, sample_by, max_documents}; language keeps documents of that "
@@ -98,9 +100,11 @@ def evaluate_model(args: EvalArguments) -> dict:
     set_seed(args.seed)
     tokenizer = load_tokenizer(source)
     model = load_model(source, DTYPES[args.dtype], merge=False).eval()
-    context = args.context_length or model.config.max_position_embeddings
-    prefix = tokenizer.eos_token_id  # how pretraining separated documents
-    results = {"model": args.model_name_or_path, "kind": source.kind, "context_length": context}
+    context = args.context_length or min(model.config.max_position_embeddings, DEFAULT_CONTEXT)
+    prefix = ev.document_prefix_id(tokenizer)
+    results = {"model": args.model_name_or_path, "kind": source.kind, "context_length": context,
+               "max_position_embeddings": model.config.max_position_embeddings,
+               "document_prefix": tokenizer.convert_ids_to_tokens(prefix)}
 
     if inputs["lm"]:
         results["language_modeling"] = {

@@ -70,3 +70,16 @@ def test_a_template_without_markers_or_a_known_variant_names_the_fix():
     tokenizer.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     with pytest.raises(ConfigError, match="chat_template_path"):
         masking_template(tokenizer, "my-model")
+
+
+def test_a_chat_tokenizer_drops_its_python_vocabulary_copy_and_saves_the_same_files(tmp_path):
+    """Qwen's tokenizer class keeps a 150k-entry vocabulary and 290k merges in Python after building its backend;
+    `datasets` pickled them to fingerprint every map of an SFT run. Without them the saved files are the same."""
+    from llm_recipes.tokenizer import load_chat_tokenizer
+
+    tokenizer = load_chat_tokenizer(str(MODELS_DIR / "qwen2"))
+    assert "_vocab" not in tokenizer.__dict__ and "_merges" not in tokenizer.__dict__
+    tokenizer.save_pretrained(tmp_path / "light")
+    AutoTokenizer.from_pretrained(MODELS_DIR / "qwen2").save_pretrained(tmp_path / "as-loaded")
+    for path in (tmp_path / "as-loaded").iterdir():
+        assert (tmp_path / "light" / path.name).read_bytes() == path.read_bytes(), path.name

@@ -69,6 +69,43 @@ def test_batched_padded_scores_equal_one_window_at_a_time(model_and_tokenizer):
         assert got == pytest.approx(expected, abs=1e-4)
 
 
+def test_a_batch_over_the_logit_budget_is_cut_into_fewer_rows_with_the_same_scores(model_and_tokenizer, monkeypatch):
+    """A 128k-152k vocabulary: batch x length x vocabulary fp32 scores would be gigabytes; no forward pass may hold
+    more logits than LOGIT_BUDGET (one row at least), and the sums do not change."""
+    model, tokenizer = model_and_tokenizer
+    rng = random.Random(1)
+    windows = [w for _ in range(6) for w in
+               ev.rolling_windows([rng.randrange(5, 2000) for _ in range(rng.randrange(3, 40))], 1, 16, 5)]
+    whole = ev.score_windows(model, windows, batch_size=8, pad_id=tokenizer.pad_token_id, desc="t")
+    shapes, forward = [], model.forward
+
+    def recording(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        shapes.append(tuple(out.logits.shape))
+        return out
+
+    vocab = model.config.vocab_size
+    monkeypatch.setattr(ev, "LOGIT_BUDGET", 3 * 17 * vocab)  # 3 rows of the longest window (17 tokens)
+    monkeypatch.setattr(model, "forward", recording)
+    cut = ev.score_windows(model, windows, batch_size=8, pad_id=tokenizer.pad_token_id, desc="t")
+    assert cut == pytest.approx(whole, abs=1e-4)
+    assert all(rows * (length + 1) * vocab <= 3 * 17 * vocab for rows, length, _ in shapes)
+    assert len(shapes) > -(-len(windows) // 8) and sum(rows for rows, _, _ in shapes) == len(windows)  # cut, all
+
+
+@pytest.mark.parametrize("family, prefix", [("llama3", "<|begin_of_text|>"), ("qwen2", "<|endoftext|>"),
+                                            ("llama2-spm", "<s>")])
+def test_a_familys_default_eval_fits_and_starts_documents_as_the_family_does(family, prefix, family_model_dir,
+                                                                            tmp_path):
+    """Default context: the model's maximum (Llama 3.1: 131,072) capped at 2,048; documents after BOS where the
+    tokenizer puts one first (Llama), else after eos (Qwen, ours)."""
+    config = write_config(tmp_path, family_model_dir(family), context_length=None, stride=256, batch_size=16,
+                          tasks=["lm"])
+    results = recipes.eval.main(["--config", str(config)])
+    assert results["context_length"] == 2048 and results["document_prefix"] == prefix
+    assert results["language_modeling"]["en"]["context_length"] == 2048
+
+
 def test_classification_prompts_take_k_demonstrations_from_the_pool_only(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     texts = ["a fine film", "a dull film", "great acting"]

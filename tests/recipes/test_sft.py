@@ -395,7 +395,10 @@ def test_every_sft_recipe_parses_and_loads_its_mixture(config, data_dir):
     from llm_recipes.chat_data import load_mixture
 
     recipe = recipes.sft
-    script_args, args, model_args = recipe.make_parser().parse(["--config", str(REPO_ROOT / "configs/sft" / config)])
+    path = REPO_ROOT / "configs/sft" / config
+    byo = yaml.safe_load(path.read_text())["model_name_or_path"] is None  # a model you bring: named on the CLI
+    script_args, args, model_args = recipe.make_parser().parse(
+        ["--config", str(path), *(["--model_name_or_path", "org/any-model"] if byo else [])])
     recipe.check_combination(script_args, args, model_args)
     data, reports = load_mixture(script_args, seed=args.seed)
     assert len(data["train"]) > 500 and len(data["test"]) > 20 and all(r.invalid == 0 for r in reports)
@@ -477,15 +480,15 @@ def test_peft_type_switch_trains_adalora_and_ia3(peft_type, base_dir, data_dir, 
 
 @pytest.mark.slow  # a 128k-152k vocabulary makes even 2 LoRA steps cost seconds; 6-10 s a family
 @pytest.mark.parametrize("family", FAMILIES)
-def test_lora_on_a_family_masks_its_answers_keeps_its_template_and_stops_at_its_end_of_turn(
+def test_byo_lora_on_a_family_masks_its_answers_keeps_its_shape_and_template_and_stops_at_its_end_of_turn(
         family, family_model_dir, tmp_path, data_dir, capsys, caplog):
     base = family_model_dir(family)
     src = tmp_path / "chats.jsonl"
     chats = [[SYSTEM, *TURNS], TURNS] * 4
     src.write_text("".join(json.dumps({"messages": m}, ensure_ascii=False) + "\n" for m in chats))
-    config = recipe_config(tmp_path, data_dir, preset="tiny_lora", sources=(), packing=False, test_split_size=0,
-                           eval_strategy="no", eval_on_start=False, load_best_model_at_end=False,
-                           early_stopping_patience=None, max_steps=2, save_steps=2, long_conversations="drop")
+    config = recipe_config(tmp_path, data_dir, preset="byo_lora", sources=(), packing=False, test_split_size=0,
+                           eval_strategy="no", max_steps=2, save_steps=2, long_conversations="drop", dtype="float32",
+                           bf16=False, activation_checkpointing=False, gradient_accumulation_steps=1)
     cfg = yaml.safe_load(config.read_text())
     cfg["datasets"] = [{"path": str(src), "format": "messages"}]
     config.write_text(yaml.safe_dump(cfg, allow_unicode=True))
@@ -504,3 +507,6 @@ def test_lora_on_a_family_masks_its_answers_keeps_its_template_and_stops_at_its_
     model = AutoModelForCausalLM.from_pretrained(merged)
     stops = model.generation_config.eos_token_id
     assert tokenizer.convert_ids_to_tokens(stops if isinstance(stops, list) else [stops]) == FAMILY_EXPECTED[family][0]
+    # the base's shape kept: frozen embeddings (no lora_modules_to_save), a tied Qwen stays tied, a small adapter
+    assert model.config.tie_word_embeddings == AutoModelForCausalLM.from_pretrained(base).config.tie_word_embeddings
+    assert (out / "adapter_model.safetensors").stat().st_size < 1_000_000
