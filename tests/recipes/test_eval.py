@@ -93,6 +93,7 @@ def test_a_batch_over_the_logit_budget_is_cut_into_fewer_rows_with_the_same_scor
     assert len(shapes) > -(-len(windows) // 8) and sum(rows for rows, _, _ in shapes) == len(windows)  # cut, all
 
 
+@pytest.mark.slow  # 2k-token windows over a 128k-152k vocabulary, one row per forward pass: 4-10 s a family
 @pytest.mark.parametrize("family, prefix", [("llama3", "<|begin_of_text|>"), ("qwen2", "<|endoftext|>"),
                                             ("llama2-spm", "<s>")])
 def test_a_familys_default_eval_fits_and_starts_documents_as_the_family_does(family, prefix, family_model_dir,
