@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig
 
 from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.run_info import REPO_ROOT
@@ -108,10 +108,13 @@ def build_llama_config(args: ModelArguments, tokenizer=None, **extra) -> LlamaCo
     )
 
 
-def meta_model(config: LlamaConfig) -> LlamaForCausalLM:
-    """The model on the meta device: shapes without memory, so even 7B builds instantly."""
+def meta_model(config) -> torch.nn.Module:
+    """The model of `config`'s architecture (ours, Qwen 2's, ...) on the meta device: shapes without memory, so even
+    7B builds instantly."""
+    from transformers import AutoModelForCausalLM
+
     with torch.device("meta"):
-        return LlamaForCausalLM(config)
+        return AutoModelForCausalLM.from_config(config)
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,19 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerFast) -> str:
     return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode("utf-8")).hexdigest()
 
 
+class BlockCollator:
+    """Causal-LM batches of packed blocks: every block is full, so nothing is padded and every token is a label (the
+    loss shifts them), eos included. transformers' DataCollatorForLanguageModeling needs a pad token, which Llama 2 and
+    3 lack, and sets every label equal to the pad id to -100: with Qwen, whose pad is its eos, continued pretraining
+    would never learn where a document ends. The all-ones attention mask is what that collator passed."""
+
+    def __call__(self, examples: list[dict]) -> dict:
+        import torch
+
+        input_ids = torch.tensor([ex["input_ids"] for ex in examples], dtype=torch.long)
+        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": input_ids.clone()}
+
+
 class DocumentMaskingCollator:
     """Causal-LM batches of packed blocks whose documents never attend to each other: `position_ids` restart after
     every EOS and no attention mask is passed, so transformers builds a block-diagonal causal mask from them (sdpa and

@@ -24,8 +24,7 @@ from pathlib import Path
 
 import datasets
 import pyarrow.compute as pc
-from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer,
-                          TrainingArguments, set_seed)
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, set_seed
 
 from llm_recipes.atomic import atomic_write_text, stop_cleanly_when_disk_full
 from llm_recipes.config import ConfigError, RecipeParser
@@ -33,7 +32,7 @@ from llm_recipes.continued import ContinueArguments, check_continue, load_config
 from llm_recipes.distributed import exit_skipping_teardown_on_cpu_ranks
 from llm_recipes.model import ModelArguments, attention_implementation, build_llama_config
 from llm_recipes.model_info import format_plan, plan
-from llm_recipes.packing import DocumentMaskingCollator, tokenizer_fingerprint
+from llm_recipes.packing import BlockCollator, DocumentMaskingCollator, tokenizer_fingerprint
 from llm_recipes.run_info import write_run_info
 from llm_recipes.training import (RecipeTrainerMixin, RecipeTrainingArguments, resolve_resume, setup_trainer,
                                   train_and_save)
@@ -134,8 +133,7 @@ def plan_without_data(model_args: ModelArguments, args: PretrainConfig) -> dict:
 def build_trainer(model, args: PretrainConfig, tokenizer, packed, block_size: int,
                   document_masking: bool = False) -> PretrainTrainer:
     """The recipe's trainer (also what benchmarks/pretrain_step.py times)."""
-    collator = (DocumentMaskingCollator(tokenizer.eos_token_id) if document_masking else
-                DataCollatorForLanguageModeling(tokenizer, mlm=False))  # labels = input_ids (shifted in the loss)
+    collator = DocumentMaskingCollator(tokenizer.eos_token_id) if document_masking else BlockCollator()
     trainer = PretrainTrainer(
         model=model,
         args=args,
