@@ -111,10 +111,10 @@ def build_llama_config(args: ModelArguments, tokenizer=None, **extra) -> LlamaCo
 def meta_model(config) -> torch.nn.Module:
     """The model of `config`'s architecture (ours, Qwen 2's, ...) on the meta device: shapes without memory, so even
     7B builds instantly."""
-    from transformers import AutoModelForCausalLM
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config)
+    with torch.device("meta"):  # the class itself: from_config would enter DeepSpeed's zero.Init under ZeRO-3
+        return MODEL_FOR_CAUSAL_LM_MAPPING[type(config)](config)
 
 
 @dataclass(frozen=True)

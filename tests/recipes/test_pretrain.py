@@ -15,7 +15,6 @@ import recipes.export
 import recipes.merge_lora
 import recipes.pack
 import recipes.pretrain
-from conftest import PACK_YAML
 from testkit import (ACCELERATE, FAMILIES, PLANTED_ENV, REPO_ROOT, TWO_PROCESSES, assert_resumed_at,
                      assert_resumed_batches,
                      assert_same_losses_and_weights, built_once, data_order, history, kill_during_evaluation,
@@ -346,7 +345,8 @@ def test_continued_pretraining_refuses_a_preset_and_a_smaller_vocab(tiny_packed_
 
 @pytest.mark.slow  # a 128k-152k vocabulary: pack, 2 steps, save; 3-10 s a family
 @pytest.mark.parametrize("family", FAMILIES)
-def test_continued_pretraining_of_a_family_learns_every_token_eos_included(family, family_model_dir, tmp_path):
+def test_continued_pretraining_of_a_family_learns_every_token_eos_included(family, family_model_dir, pack_config,
+                                                                           tmp_path):
     """Llama 2 and 3 have no pad token and Qwen's pad is its eos: packed blocks need no padding, and every token, the
     eos that ends a document included, is a label (transformers' LM collator refused the first and masked the
     second). The family's own architecture is planned (Qwen 2's q/k/v biases)."""
@@ -355,8 +355,7 @@ def test_continued_pretraining_of_a_family_learns_every_token_eos_included(famil
     base = family_model_dir(family)
     tokenizer = AutoTokenizer.from_pretrained(base)
     packed, out = tmp_path / "packed", tmp_path / "continued"
-    (tmp_path / "pack.yaml").write_text(PACK_YAML)
-    recipes.pack.main(["--config", str(tmp_path / "pack.yaml"), "--tokenizer_name_or_path", str(base),
+    recipes.pack.main(["--config", str(pack_config), "--tokenizer_name_or_path", str(base),
                        "--output_dir", str(packed), "--block_size", "64", "--max_documents", "200"])
     blocks = [{"input_ids": ids} for ids in datasets.load_from_disk(str(packed / "train"))[:4]["input_ids"]]
     batch = BlockCollator()(blocks)
