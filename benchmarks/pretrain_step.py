@@ -62,7 +62,7 @@ def recipe_args(args, workdir: str):
 
 
 def pad_only_tokenizer() -> PreTrainedTokenizerFast:
-    """The collator only pads (never needed: every block is full); no trained tokenizer is required."""
+    """build_trainer takes a tokenizer (document masking reads its eos); full blocks need nothing else of it."""
     return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<pad>": 0, "<unk>": 1}, "<unk>")),
                                    pad_token="<pad>", unk_token="<unk>")
 
