@@ -188,7 +188,7 @@ def load_chat_tokenizer(name: str, revision: str | None = None, trust_remote_cod
 def quick_to_hash(tokenizer):
     """Drop the Python copies of the vocabulary and merges that a family's tokenizer class keeps from building its
     Rust backend (only __init__ reads them; the backend holds both and saves them). `datasets` fingerprints every
-    map by pickling the tokenizer: with them, each map of a Qwen 2.5 or Llama 3 run spent ~2.5 s hashing 150k-entry
+    map by pickling the tokenizer: with them, each map of a Qwen 2.5 run spent ~2.5 s hashing 150k-entry
     Python containers."""
     for name in ("_vocab", "_merges"):
         if getattr(tokenizer, "_tokenizer", None) is not None and name in tokenizer.__dict__:
