@@ -15,7 +15,8 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.writers import JsonlWriter
 
 from data_prep.steps.base import DocStep, StepParams, count_drop, register
-from data_prep.text import normalise_for_exact_dedup, unit_interval, words_of
+from data_prep.text import normalise_for_exact_dedup, unit_interval
+from llm_recipes.augment import augment_text
 
 SPLITS = ("train", "validation", "test")
 
@@ -27,8 +28,7 @@ class AugmentParams(StepParams):
     alpha_replace: float = field(default=0.1, metadata={"help": "EDA α_sr: share of words replaced."})
     alpha_delete: float = field(default=0.1, metadata={"help": "EDA p_rd: probability of deleting each word."})
     alpha_swap: float = field(default=0.1, metadata={"help": "EDA α_rs: share of words swapped."})
-    # EDA (Wei & Zou 2019, arXiv:1901.11196) draws replacements from WordNet synonyms; offline and for Chinese we draw
-    # them from the document's own vocabulary instead, which keeps the noise in-domain.
+    # the copies are llm_recipes.augment's: EDA with replacements from the document's own vocabulary
 
 
 @register
@@ -38,32 +38,6 @@ class Augment(DocStep):
     step_name = "augment"
     stage = "split"
     Params = AugmentParams
-
-
-def eda(words: list[str], p: AugmentParams, rng: random.Random) -> list[str]:
-    words = list(words)
-    n = len(words)
-    if n < 2:
-        return words
-    vocab = sorted(set(words))
-    for _ in range(max(1, round(p.alpha_replace * n)) if p.alpha_replace else 0):
-        words[rng.randrange(len(words))] = rng.choice(vocab)
-    for _ in range(max(1, round(p.alpha_insert * n)) if p.alpha_insert else 0):
-        words.insert(rng.randrange(len(words) + 1), rng.choice(vocab))
-    for _ in range(max(1, round(p.alpha_swap * n)) if p.alpha_swap else 0):
-        i, j = rng.randrange(len(words)), rng.randrange(len(words))
-        words[i], words[j] = words[j], words[i]
-    if p.alpha_delete:
-        kept = [w for w in words if rng.random() >= p.alpha_delete]
-        words = kept or [rng.choice(words)]
-    return words
-
-
-def augment_text(text: str, language: str | None, p: AugmentParams, rng: random.Random) -> str:
-    """One EDA copy of `text`: Chinese by jieba words, other languages by spaces. data_prep's augment step and
-    recipes/classify.py both call this."""
-    words = words_of(text, language) if language == "zh" else text.split(" ")
-    return ("" if language == "zh" else " ").join(eda(words, p, rng))
 
 
 class SplitAndWeight(DocStep):

@@ -87,6 +87,25 @@ class AdaLoraCallback(TrainerCallback):
         model.base_model.update_and_allocate(state.global_step)
 
 
+def trl_peft_config(model_args, peft_type: str, args) -> tuple[PeftConfig | None, list[TrainerCallback]]:
+    """The peft config of a TRL recipe (its ModelConfig's use_peft and lora_* keys) for `peft_type`, and the callbacks
+    it needs: lora is TRL's own (DoRA, rsLoRA, QLoRA flags apply); adalora and ia3 the switch recipes/classify.py
+    uses. AdaLoRA trains to the last step (adalora_keeps_last_model)."""
+    from trl import get_peft_config
+
+    if not model_args.use_peft or peft_type == "lora":
+        return get_peft_config(model_args), []
+    callbacks = []
+    if peft_type == "adalora":
+        adalora_keeps_last_model(args)
+        callbacks.append(AdaLoraCallback())
+    return peft_config(PeftArguments(peft_type=peft_type, lora_r=model_args.lora_r, lora_alpha=model_args.lora_alpha,
+                                     lora_dropout=model_args.lora_dropout,
+                                     lora_target_modules=model_args.lora_target_modules),
+                       "CAUSAL_LM", args.max_steps if args.max_steps > 0 else None,
+                       model_args.lora_modules_to_save), callbacks
+
+
 def check_quantized_training(model_args, args) -> None:
     """QLoRA (TRL ModelConfig load_in_4bit / 8bit): adapters only, no ZeRO-3, and a bitsandbytes that can run k-bit
     kernels on this machine; one clear line if not."""

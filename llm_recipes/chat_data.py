@@ -44,6 +44,9 @@ import datasets
 from llm_recipes.config import ConfigError, parse_source_list
 from llm_recipes.corpus import TextSource, check_local_file, load_files, resolve_files
 
+# Tokenizer arguments for counting lengths: transformers' "longer than the model's maximum" warning is noise there
+COUNT_ONLY = {"verbose": False}
+
 logger = logging.getLogger(__name__)
 
 # ShareGPT speaker names -> chat roles. Anything else (e.g. "bot", "observation", "function") is an unknown role.
@@ -529,7 +532,7 @@ def drop_too_long(data: datasets.DatasetDict, tokenizer, max_length: int,
     out = {}
     for split, ds in data.items():
         lengths = ds.map(lambda b: {"n": [len(ids) for ids in tokenizer.apply_chat_template(
-            b["messages"], tokenize=True, return_dict=True)["input_ids"]]}, batched=True,
+            b["messages"], tokenize=True, return_dict=True, tokenizer_kwargs=COUNT_ONLY)["input_ids"]]}, batched=True,
             remove_columns=ds.column_names, desc=f"lengths ({split})")["n"]
         keep = [i for i, n in enumerate(lengths) if n <= max_length]
         for source, n in zip(ds["source"], lengths):

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
 from llm_recipes.config import ConfigError
+from llm_recipes.tokenizer import tokenizer_from
 from llm_recipes.training import complete_checkpoints, newest_intact_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -131,7 +132,4 @@ def load_model(source: ModelSource, dtype: torch.dtype = torch.float32, merge: b
 
 
 def load_tokenizer(source: ModelSource):
-    try:
-        return AutoTokenizer.from_pretrained(source.tokenizer_path)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot load the tokenizer of {source.tokenizer_path}: {str(e).splitlines()[0]}") from None
+    return tokenizer_from(source.tokenizer_path)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import datasets
 
-from data_prep.split import AugmentParams, augment_text
+from llm_recipes.augment import EdaRates, augment_text
 from llm_recipes.config import ConfigError
 from llm_recipes.corpus import BUILDERS, local_files
 from llm_recipes.evaluation.data import read_table
@@ -86,7 +86,7 @@ def _examples(ds: datasets.Dataset, names: list[str], where: str, args: Classify
                           f"({len(empty)} such record(s)); set drop_empty_text: true to drop and count them")
     if empty:
         dropped[where] = len(empty)
-        ds = ds.select(i for i in range(len(texts)) if texts[i])
+        ds = ds.select([i for i in range(len(texts)) if texts[i]])  # a list: datasets cannot fingerprint a generator
         texts = [t for t in texts if t]
     columns = {"text": texts, "label": _label_ids(ds, names, where, args), "augmented": [False] * len(texts)}
     if args.text_pair_column:
@@ -143,10 +143,9 @@ def load_splits(args: ClassifyDataArguments, seed: int) -> tuple[datasets.Datase
 
 
 def augment(train: datasets.Dataset, args: ClassifyDataArguments, seed: int) -> datasets.Dataset:
-    """`augment_copies` EDA copies of each train example (data_prep's augment_text), each with its own seeded RNG."""
+    """`augment_copies` EDA copies of each train example (as data_prep's augment step), each with its own seeded RNG."""
     rate = args.augment_rate
-    params = AugmentParams(copies=args.augment_copies, alpha_insert=rate, alpha_replace=rate, alpha_delete=rate,
-                           alpha_swap=rate)
+    params = EdaRates(alpha_insert=rate, alpha_replace=rate, alpha_delete=rate, alpha_swap=rate)
     rows = {k: [] for k in train.column_names}
     for i, example in enumerate(train):
         for a in range(args.augment_copies):

@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from dataclasses import asdict
 from typing import Any
 
 import datasets
 import torch
 
+from llm_recipes.chat_data import COUNT_ONLY
+
 FIT_OUTCOMES = ("kept", "prompt_trimmed", "prompt_too_long")
 
 
 def _prompt_tokens(tokenizer, messages: list[dict]) -> int:
-    return len(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False))
+    return len(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False,
+                                             tokenizer_kwargs=COUNT_ONLY))
 
 
 def fit_prompt(tokenizer, prompt: list[dict], max_prompt_length: int) -> tuple[list[dict], str]:
@@ -81,6 +85,31 @@ def drop_over_length(tokenized: datasets.Dataset, max_length: int) -> datasets.D
     preferred answer would teach a small model answers that never stop."""
     return tokenized.filter(lambda p, c, r: pair_length(p, c, r) <= max_length,
                             input_columns=["prompt_ids", "chosen_ids", "rejected_ids"])
+
+
+def apply_length_policy(trainer, max_length: int | None, drop: bool, counts: dict[str, Counter]) -> None:
+    """Count, per source and split, the pairs TRL's collator will cut at max_length; with `drop`, take them out of
+    the trainer's tokenized datasets instead (TRL's own token counts decide, as they decide truncation)."""
+    drop = drop and max_length is not None
+    for split, ds in (("train", trainer.train_dataset), ("test", trainer.eval_dataset)):
+        for source, c in (truncation_counts(ds, max_length) if ds is not None else {}).items():
+            over = c["answer_truncated"]
+            counts[source].update(**({"answer_too_long": over, split: c["pairs"] - over} if drop else
+                                     {"answer_truncated": over, split: c["pairs"]}))
+    if drop:
+        trainer.train_dataset = drop_over_length(trainer.train_dataset, max_length)
+        if trainer.eval_dataset is not None:
+            trainer.eval_dataset = drop_over_length(trainer.eval_dataset, max_length)
+
+
+def data_report(reports, counts: dict[str, Counter], max_prompt_length: int) -> dict:
+    """Per source: records, invalid, valid pairs, used (after max_samples / fraction) = prompt too long (dropped) +
+    train + held out (+ answer too long, with long_pairs: drop); prompts trimmed; answers TRL truncates at max_length."""
+    keys = ("prompt_trimmed", "prompt_too_long", "answer_truncated", "answer_too_long", "train", "test")
+    sources = [{**asdict(r), **{k: counts[r.source][k] for k in keys}} for r in reports]
+    return {"sources": sources, "max_prompt_length": max_prompt_length,
+            **{k: sum(s[k] for s in sources)
+               for k in ("records", "invalid", "prompt_too_long", "answer_too_long", "train", "test")}}
 
 
 # --- held-out measurement ---------------------------------------------------------------------------------------------

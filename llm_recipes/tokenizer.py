@@ -176,10 +176,28 @@ def stop_names(generation_config, tokenizer) -> list[str]:
     return tokenizer.convert_ids_to_tokens([ids] if isinstance(ids, int) else list(ids or []))
 
 
+# What a folder needs for AutoTokenizer: a fast tokenizer file, a SentencePiece / tiktoken model, or BPE vocab + merges
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "tiktoken.model",
+                   "vocab.json")
+
+
+def tokenizer_from(name: str | Path, **kwargs):
+    """AutoTokenizer.from_pretrained, or one ConfigError line: a model folder saved without its tokenizer (a bare
+    config.json + safetensors) otherwise ends in a 20-line transformers ValueError about sentencepiece and tiktoken."""
+    folder = Path(name)
+    if folder.is_dir() and not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        raise ConfigError(f"{name}: no tokenizer files ({', '.join(TOKENIZER_FILES[:2])} or vocab.json + merges.txt); "
+                          "save the tokenizer with the model (tokenizer.save_pretrained) or set tokenizer_name_or_path")
+    try:
+        return AutoTokenizer.from_pretrained(str(name), **kwargs)
+    except (OSError, ValueError, TypeError) as e:
+        raise ConfigError(f"cannot load the tokenizer of {name}: {str(e).strip().splitlines()[0]}") from None
+
+
 def load_chat_tokenizer(name: str, revision: str | None = None, trust_remote_code: bool = False,
                         template_path: str | None = None, hint: str = "set chat_template_path"):
     """The tokenizer of a chat recipe (SFT, DPO): it must bring a chat template, or the recipe names one."""
-    tokenizer = AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
+    tokenizer = tokenizer_from(name, revision=revision, trust_remote_code=trust_remote_code)
     if template_path is None and not tokenizer.chat_template:
         raise ConfigError(f"tokenizer {name} has no chat template: train one with make tokenizer (ChatML), or {hint}")
     return quick_to_hash(tokenizer)
@@ -234,18 +252,24 @@ def masking_template(tokenizer, name: str) -> str | None:
         "token (llm_recipes/chat_templates/ has examples), or assistant_only_loss: false to train on every token")
 
 
+LENGTH_WARNED = "sequence-length-is-longer-than-the-specified-maximum"  # transformers' warn-once flag
+
+
 @contextmanager
 def masked_with(tokenizer, template: str | None):
-    """Render with `template` while the trainer tokenizes its data, then put the model's own template back, so that
-    checkpoints and the saved model carry the original (the one users and inference servers render with)."""
-    if template is None:
-        yield
-        return
-    original, tokenizer.chat_template = tokenizer.chat_template, template
+    """While a TRL trainer tokenizes its data (in its __init__): render with `template`, if given, then put the
+    model's own template back, so that checkpoints and the saved model carry the original (the one users and
+    inference servers render with). Also quiet transformers' "longer than the specified maximum ... will result in
+    indexing errors" meanwhile: TRL cuts every row at max_length itself, so no such row ever reaches the model."""
+    original, warned = tokenizer.chat_template, tokenizer.deprecation_warnings.get(LENGTH_WARNED)
+    tokenizer.chat_template = template or original
+    tokenizer.deprecation_warnings[LENGTH_WARNED] = True
     try:
         yield
     finally:
         tokenizer.chat_template = original
+        if warned is None:
+            tokenizer.deprecation_warnings.pop(LENGTH_WARNED, None)
 
 
 # --- vocabulary extension (Chinese-LLaMA's path, for byte-level BPE) --------------------------------------------------

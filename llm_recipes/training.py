@@ -66,7 +66,8 @@ def prepare_training_args(args) -> None:
 
     gloo on GPU-less multi-process launches (see distributed.py); the Hub token moved out of the arguments, so it is
     never pickled into training_args.bin; bf16 / fp16 dropped without a GPU (TRL defaults bf16 to on); eval_on_start
-    dropped when there is no evaluation (else the Trainer stops: "evaluation requires an eval_dataset").
+    dropped when there is no evaluation (else the Trainer stops: "evaluation requires an eval_dataset"); no pinned
+    memory without an accelerator (torch warns at every DataLoader).
     """
     use_gloo_without_gpu(args)
     move_hub_token_to_env(args)
@@ -77,6 +78,8 @@ def prepare_training_args(args) -> None:
     if args.fp16 and not torch.cuda.is_available():
         logger.warning("fp16 requested but no GPU: training in fp32")
         args.fp16 = False
+    if args.dataloader_pin_memory and not torch.accelerator.is_available():
+        args.dataloader_pin_memory = False  # page-locked host memory only speeds up copies to an accelerator
     if args.eval_on_start and args.eval_strategy in ("no", IntervalStrategy.NO):
         logger.warning("eval_on_start ignored: eval_strategy is 'no'")
         args.eval_on_start = False

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from peft import get_peft_model
-from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
+from transformers import (AutoModelForSequenceClassification, DataCollatorWithPadding,
                           EarlyStoppingCallback, Trainer, TrainingArguments, set_seed)
 
 from llm_recipes.adapters import AdaLoraCallback, PeftArguments, adalora_keeps_last_model, peft_config
@@ -32,6 +32,7 @@ from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.distributed import exit_skipping_teardown_on_cpu_ranks
 from llm_recipes.evaluation.scoring import classification_scores, majority_baseline
 from llm_recipes.run_info import write_run_info
+from llm_recipes.tokenizer import tokenizer_from
 from llm_recipes.training import (RecipeTrainerMixin, RecipeTrainingArguments, TokenCountCollator, resolve_resume,
                                   setup_trainer, train_and_save)
 
@@ -67,11 +68,7 @@ def make_parser() -> RecipeParser:
 
 def load_tokenizer(model_args: ModelArguments):
     name = model_args.tokenizer_name_or_path or model_args.model_name_or_path
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError, TypeError) as e:
-        raise ConfigError(f"{name}: no tokenizer to load ({type(e).__name__}); save one with the model or set "
-                          "tokenizer_name_or_path") from None
+    tokenizer = tokenizer_from(name)
     if tokenizer.pad_token is None:  # LLaMA-style tokenizers from the Hub often have none; batches need one
         logger.warning("tokenizer %s has no pad token: padding with its EOS %r", name, tokenizer.eos_token)
         tokenizer.pad_token = tokenizer.eos_token

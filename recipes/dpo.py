@@ -18,7 +18,7 @@ import logging
 import sys
 import warnings
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import trl
@@ -30,10 +30,10 @@ from llm_recipes.atomic import atomic_write_text, stop_cleanly_when_disk_full
 from llm_recipes.chat_data import PREFERENCE, ChatDataArguments, load_mixture
 from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.distributed import exit_skipping_teardown_on_cpu_ranks
-from llm_recipes.preference import (drop_over_length, fit_prompts, held_out_scores, pair_log_probs,
-                                    report_markdown, truncation_counts)
+from llm_recipes.preference import (apply_length_policy, data_report, fit_prompts, held_out_scores,
+                                    pair_log_probs, report_markdown)
 from llm_recipes.run_info import write_run_info
-from llm_recipes.tokenizer import load_chat_tokenizer, set_stop_tokens
+from llm_recipes.tokenizer import load_chat_tokenizer, masked_with, set_stop_tokens
 from llm_recipes.training import (RecipeTrainerMixin, RecipeTrainingArguments, TokenCountCollator, log_partition,
                                   resolve_resume, setup_trainer, train_and_save)
 
@@ -105,16 +105,6 @@ class RecipeDPOTrainer(RecipeTrainerMixin, DPOTrainer):
         self.data_collator = TokenCountCollator(self.data_collator)
 
 
-def data_report(reports, counts: dict[str, Counter], max_prompt_length: int) -> dict:
-    """Per source: records, invalid, valid pairs, used (after max_samples / fraction) = prompt too long (dropped) +
-    train + held out (+ answer too long, with long_pairs: drop); prompts trimmed; answers TRL truncates at max_length."""
-    keys = ("prompt_trimmed", "prompt_too_long", "answer_truncated", "answer_too_long", "train", "test")
-    sources = [{**asdict(r), **{k: counts[r.source][k] for k in keys}} for r in reports]
-    return {"sources": sources, "max_prompt_length": max_prompt_length,
-            **{k: sum(s[k] for s in sources)
-               for k in ("records", "invalid", "prompt_too_long", "answer_too_long", "train", "test")}}
-
-
 def build_trainer(script_args: ScriptArguments, args: DPOConfig, model_args: ModelConfig):
     """Checks, tokenizer, preference pairs and the DPOTrainer; raises ConfigError for a config or data mistake."""
     check_combination(script_args, args, model_args)
@@ -138,29 +128,21 @@ def build_trainer(script_args: ScriptArguments, args: DPOConfig, model_args: Mod
                               "attn_implementation": model_args.attn_implementation, "use_cache": False,
                               **(args.model_init_kwargs or {})}
     try:
-        trainer = RecipeDPOTrainer(
-            model=model_args.model_name_or_path,
-            args=args,
-            train_dataset=data["train"],
-            eval_dataset=data.get("test"),  # also scored after training, whatever eval_strategy says
-            processing_class=tokenizer,
-            quantization_config=get_quantization_config(model_args),
-            peft_config=get_peft_config(model_args),
-        )
+        with masked_with(tokenizer, None):  # the pairs are tokenized in __init__ (no length warning: TRL cuts them)
+            trainer = RecipeDPOTrainer(
+                model=model_args.model_name_or_path,
+                args=args,
+                train_dataset=data["train"],
+                eval_dataset=data.get("test"),  # also scored after training, whatever eval_strategy says
+                processing_class=tokenizer,
+                quantization_config=get_quantization_config(model_args),
+                peft_config=get_peft_config(model_args),
+            )
     except (ImportError, ValueError) as e:  # e.g. a loss that needs label_smoothing, a tokenizer without pad token
         raise ConfigError(f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
-    drop = script_args.long_pairs == "drop" and args.max_length is not None
-    for split, ds in (("train", trainer.train_dataset), ("test", trainer.eval_dataset)):
-        for source, c in (truncation_counts(ds, args.max_length) if ds is not None else {}).items():
-            over = c["answer_truncated"]
-            counts[source].update(**({"answer_too_long": over, split: c["pairs"] - over} if drop else
-                                     {"answer_truncated": over, split: c["pairs"]}))
-    if drop:  # after tokenizing: TRL's own token counts decide, as they decide truncation
-        trainer.train_dataset = drop_over_length(trainer.train_dataset, args.max_length)
-        if trainer.eval_dataset is not None:
-            trainer.eval_dataset = drop_over_length(trainer.eval_dataset, args.max_length)
-        if len(trainer.train_dataset) == 0:
-            raise ConfigError(f"every training pair is longer than max_length {args.max_length}")
+    apply_length_policy(trainer, args.max_length, script_args.long_pairs == "drop", counts)  # after tokenizing
+    if len(trainer.train_dataset) == 0:
+        raise ConfigError(f"every training pair is longer than max_length {args.max_length}")
     setup_trainer(trainer, seq_len=args.max_length)
     if trainer.ref_model is not None:  # the frozen copy: partitioned like the policy under ZeRO-3
         log_partition(trainer.ref_model, args, "reference ")

@@ -27,8 +27,8 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id  # noqa: E
 from llm_recipes.atomic import publish_dir, stop_cleanly_when_disk_full  # noqa: E402
 from llm_recipes.checkpoints import DTYPES, load_model, load_tokenizer, resolve_source  # noqa: E402
 from llm_recipes.config import ConfigError, RecipeParser  # noqa: E402
-from llm_recipes.hub.folder import (build_model_card, check_no_leaks, make_transformers4_readable,  # noqa: E402
-                                    recipe_lineage, redact_paths, write_recipe_files)
+from llm_recipes.hub.folder import (build_model_card, card_metadata, check_no_leaks,  # noqa: E402
+                                    make_transformers4_readable, recipe_lineage, redact_paths, write_recipe_files)
 from llm_recipes.hub.gguf import convert_to_gguf  # noqa: E402
 from llm_recipes.run_info import git_state, package_versions, resolved_config  # noqa: E402
 from llm_recipes.tokenizer import set_stop_tokens, stop_names  # noqa: E402
@@ -52,13 +52,18 @@ class ExportArguments:
     max_shard_size: str = field(default="5GB", metadata={"help": "Largest safetensors shard, e.g. 5GB, 500MB."})
     eval_results: str | None = field(
         default=None, metadata={"help": "eval_results.json of make eval, for the card's metrics and model-index."})
-    license: str = field(default="apache-2.0", metadata={"help": "Hub licence id of the model (mind the data's)."})
-    languages: list[str] = field(default_factory=list, metadata={"help": "ISO 639-1 codes for the card."})
+    license: str | None = field(
+        default=None, metadata={"help": "Hub licence id of the model (mind the data's); default: the base model's, "
+                                        "from its card in a local folder, else 'other'."})
+    languages: list[str] = field(default_factory=list, metadata={"help": "ISO 639-1 codes for the card; default: "
+                                                                         "the languages eval_results measured."})
     datasets: list[str] = field(default_factory=list, metadata={"help": "Hub ids of the training data, for the card."})
     base_model: str | None = field(
         default=None, metadata={"help": "Hub id of the model this one was trained from (card; an exported adapter's "
-                                        "base). None for a model trained from scratch."})
-    tags: list[str] = field(default_factory=list, metadata={"help": "Card tags."})
+                                        "base); default: the model the run started from, followed back through "
+                                        "its stages (a local folder: its name), none for a run from scratch."})
+    tags: list[str] = field(default_factory=list, metadata={"help": "Card tags besides those of the run (llm-recipes, "
+                                                                    "the architecture, chatml, from-scratch)."})
     summary: str = field(default="", metadata={"help": "One paragraph for the card: what the model is."})
     limitations: str = field(default="", metadata={"help": "What the model cannot do, for the card."})
     gguf: bool = field(default=False, metadata={"help": "Also write a GGUF file with llama.cpp's converter."})
@@ -130,9 +135,12 @@ def export(args: ExportArguments) -> Path:
         gguf_file = None
         if args.gguf and not adapter_only:
             gguf_file = convert_to_gguf(staging, args.llama_cpp_dir, args.gguf_outtype).name
+        about = card_metadata(args.model_name_or_path, license=args.license, languages=args.languages,
+                              tags=args.tags, base_model=args.base_model, chat_template=tokenizer.chat_template,
+                              model_type=json.loads((staging / "config.json").read_text())["model_type"]
+                              if (staging / "config.json").is_file() else None, eval_results=results)
         card = build_model_card(
-            model_name=args.repo_id.split("/")[-1], repo_id=args.repo_id, license=args.license,
-            languages=args.languages, datasets=args.datasets, base_model=args.base_model, tags=args.tags,
+            model_name=args.repo_id.split("/")[-1], repo_id=args.repo_id, datasets=args.datasets, **about,
             summary=args.summary, limitations=args.limitations, eval_results=shown, recipes=recipes,
             gguf_file=gguf_file, stop_tokens=[] if model is None else stop_names(model.generation_config, tokenizer),
         )

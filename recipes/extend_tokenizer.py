@@ -17,13 +17,12 @@ import logging
 import sys
 from dataclasses import dataclass, field
 
-from transformers import AutoTokenizer
 
 from llm_recipes.atomic import publish_dir, stop_cleanly_when_disk_full
 from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.corpus import CorpusArguments, load_corpus
 from llm_recipes.run_info import write_run_info
-from llm_recipes.tokenizer import check_byte_level_bpe, extend_bpe, tokenizer_report
+from llm_recipes.tokenizer import check_byte_level_bpe, extend_bpe, tokenizer_from, tokenizer_report
 
 logger = logging.getLogger("extend_tokenizer")
 
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = make_parser()
     corpus_args, args = parser.parse(argv)
     try:
-        base = AutoTokenizer.from_pretrained(args.base_tokenizer_name_or_path)
+        base = tokenizer_from(args.base_tokenizer_name_or_path)
         check_byte_level_bpe(base, args.base_tokenizer_name_or_path)  # before any corpus is read
         splits, corpus_stats = load_corpus(corpus_args)
         train = splits["train"]

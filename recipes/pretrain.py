@@ -24,7 +24,7 @@ from pathlib import Path
 
 import datasets
 import pyarrow.compute as pc
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, set_seed
+from transformers import AutoModelForCausalLM, Trainer, TrainingArguments, set_seed
 
 from llm_recipes.atomic import atomic_write_text, stop_cleanly_when_disk_full
 from llm_recipes.config import ConfigError, RecipeParser
@@ -34,6 +34,7 @@ from llm_recipes.model import ModelArguments, attention_implementation, build_ll
 from llm_recipes.model_info import format_plan, plan
 from llm_recipes.packing import BlockCollator, DocumentMaskingCollator, tokenizer_fingerprint
 from llm_recipes.run_info import write_run_info
+from llm_recipes.tokenizer import tokenizer_from
 from llm_recipes.training import (RecipeTrainerMixin, RecipeTrainingArguments, resolve_resume, setup_trainer,
                                   train_and_save)
 
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.dry_run and not Path(data_args.dataset_path).exists() and not cont.model_name_or_path:
             return print(format_plan({"preset": model_args.model_preset, **plan_without_data(model_args, args)}))
         packed, stats = load_packed(data_args)
-        tokenizer = AutoTokenizer.from_pretrained(data_args.tokenizer_name_or_path or stats["tokenizer"]["name_or_path"])
+        tokenizer = tokenizer_from(data_args.tokenizer_name_or_path or stats["tokenizer"]["name_or_path"])
         config = (load_config(cont, tokenizer, model_args.pad_vocab_to_multiple_of) if cont.model_name_or_path else
                   build_llama_config(model_args, tokenizer=tokenizer, use_cache=False))  # no KV cache in training
         check_compatible(packed, stats, tokenizer, config)

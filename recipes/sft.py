@@ -21,23 +21,21 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 # bitsandbytes 0.50 on CPU warns at import that its optional Hub kernel (`kernels`) is missing; nothing is fetched at
 # run time here, and its built-in 4-bit fallback is what QLoRA uses and the tests check.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 import trl  # noqa: E402
 from transformers import EarlyStoppingCallback, set_seed
-from trl import ModelConfig, SFTTrainer, get_peft_config, get_quantization_config
+from trl import ModelConfig, SFTTrainer, get_quantization_config
 
-from llm_recipes.adapters import (AdaLoraCallback, PeftArguments, adalora_keeps_last_model, check_quantized_training,
-                                  peft_config)
+from llm_recipes.adapters import check_quantized_training, trl_peft_config
 from llm_recipes.atomic import atomic_write_text, stop_cleanly_when_disk_full
 from llm_recipes.chat_data import ChatDataArguments, drop_too_long, load_mixture, report_dict
 from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.distributed import exit_skipping_teardown_on_cpu_ranks
 from llm_recipes.run_info import write_run_info
+from llm_recipes.sample import write_sample
 from llm_recipes.tokenizer import load_chat_tokenizer, masked_with, masking_template, set_stop_tokens
 from llm_recipes.training import (RecipeTrainerMixin, RecipeTrainingArguments, TokenCountCollator, resolve_resume,
                                   setup_trainer, train_and_save)
@@ -120,28 +118,6 @@ class RecipeSFTTrainer(RecipeTrainerMixin, SFTTrainer):
         self.data_collator = TokenCountCollator(self.data_collator, self.args.max_length if self.args.packing else None)
 
 
-# --- the sample generation --------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def sample_generation(model, tokenizer, prompt: str, max_new_tokens: int) -> dict:
-    """Greedy answer to one user prompt, rendered and decoded through the chat template."""
-    model.eval()
-    inputs = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                           return_dict=True, return_tensors="pt").to(model.device)
-    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    new = out[0, inputs["input_ids"].shape[1]:].tolist()
-    stops = model.generation_config.eos_token_id
-    stops = stops if isinstance(stops, list) else [stops]
-    return {
-        "prompt": prompt,
-        "rendered_prompt": tokenizer.decode(inputs["input_ids"][0]),
-        "completion": tokenizer.decode(new, skip_special_tokens=False),
-        "new_tokens": len(new),
-        "stopped_at": tokenizer.convert_ids_to_tokens(new[-1]) if new and new[-1] in stops else None,
-    }
-
-
 def build_trainer(script_args: ScriptArguments, args: SFTConfig, model_args: ModelConfig):
     """Checks, tokenizer, instruction data and the SFTTrainer; raises ConfigError for a config mistake."""
     check_combination(script_args, args, model_args)
@@ -161,17 +137,9 @@ def build_trainer(script_args: ScriptArguments, args: SFTConfig, model_args: Mod
     args.model_init_kwargs = {"revision": model_args.model_revision, "dtype": model_args.dtype,
                               "attn_implementation": model_args.attn_implementation, "use_cache": False,
                               **(args.model_init_kwargs or {})}
-    callbacks, peft = [], get_peft_config(model_args)
-    if model_args.use_peft and script_args.peft_type != "lora":  # the same switch as recipes/classify.py
-        if script_args.peft_type == "adalora":
-            adalora_keeps_last_model(args)
-            script_args.early_stopping_patience = None
-            callbacks.append(AdaLoraCallback())
-        peft = peft_config(PeftArguments(peft_type=script_args.peft_type, lora_r=model_args.lora_r,
-                                         lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
-                                         lora_target_modules=model_args.lora_target_modules),
-                           "CAUSAL_LM", args.max_steps if args.max_steps > 0 else None,
-                           model_args.lora_modules_to_save)
+    peft, callbacks = trl_peft_config(model_args, script_args.peft_type, args)
+    if script_args.early_stopping_patience is not None and not args.load_best_model_at_end:
+        script_args.early_stopping_patience = None  # AdaLoRA turned it off: it cannot reload a pruned checkpoint
     if script_args.early_stopping_patience is not None:
         callbacks.append(
             EarlyStoppingCallback(script_args.early_stopping_patience, script_args.early_stopping_threshold))
@@ -214,12 +182,8 @@ def main(argv: list[str] | None = None) -> SFTTrainer:
     if trainer.is_world_process_zero():
         logger.info("%s saved to %s", "adapter" if model_args.use_peft else "model", args.output_dir)
     if script_args.sample_prompt and args.world_size == 1:
-        sample = sample_generation(trainer.model, tokenizer, script_args.sample_prompt,
-                                   script_args.sample_max_new_tokens)
-        atomic_write_text(Path(args.output_dir) / "sample_generation.json",
-                          json.dumps(sample, indent=2, ensure_ascii=False) + "\n")
-        print(f"--- sample generation ({sample['new_tokens']} tokens, stopped at {sample['stopped_at']}) ---\n"
-              f"{sample['rendered_prompt']}{sample['completion']}", flush=True)
+        write_sample(trainer.model, tokenizer, script_args.sample_prompt, script_args.sample_max_new_tokens,
+                     args.output_dir)
     if args.push_to_hub:  # output_dir (model or adapter, tokenizer, card) to hub_model_id; checkpoints stay local
         hub_sources = [s.path for s in script_args.datasets if not os.path.exists(os.path.expandvars(s.path))]
         trainer.push_to_hub(dataset_name=", ".join(hub_sources) or None)

@@ -91,7 +91,18 @@ CASES = [
     ("classify", cls("{model}", "{tmp}/odd_label.csv", "--class_names", "negative", "positive"),
      "odd_label.csv, record 2: label 'meh' is not in class_names"),
     ("classify", cls("{model}", "{tmp}/empty_text.csv"), "empty_text.csv, record 2: text column 'text' is empty"),
-    ("classify", cls("{notok}", "{tmp}/one_label.csv"), "no tokenizer to load"),
+    # a model folder saved without its tokenizer, at every entry point that loads one
+    ("classify", cls("{notok}", "{tmp}/one_label.csv"), "model: no tokenizer files"),
+    ("sft", ["--model_name_or_path", "{notok}", "--output_dir", "{out}", "--report_to", "none"],
+     "model: no tokenizer files"),
+    ("dpo", dpo("{notok}"), "model: no tokenizer files"),
+    ("eval", ["--model_name_or_path", "{notok}", "--output_dir", "{out}", "--tasks", "generation"],
+     "model: no tokenizer files"),
+    ("export", ["--model_name_or_path", "{notok}", "--output_dir", "{out}", "--repo_id", "a/b"],
+     "model: no tokenizer files"),
+    ("pack", ["--train_sources", "{tmp}/english.txt", *pack("{notok}")], "model: no tokenizer files"),
+    ("pretrain", ["--model_name_or_path", "{notok}", "--dataset_path", "{packed}", "--tokenizer_name_or_path",
+                  "{notok}", "--output_dir", "{out}", "--max_steps", "1"], "model: no tokenizer files"),
     ("report", ["--runs", "{tmp}/no_such_run", "--output_dir", "{out}"], "no_such_run not found"),
     ("run_pipeline", ["--config", "{tmp}/bad_pipeline.yaml", "--run_dir", "{out}"],
      "bad_pipeline.yaml: stages[0] (a): unknown placeholder(s) ['rundir']"),
@@ -167,4 +178,4 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(entry, argv, expected, 
 def test_every_entry_point_is_in_the_table():
     recipes = {p.stem for p in (REPO_ROOT / "recipes").glob("*.py") if not p.name.startswith("_")}
     assert recipes | {"data_prep"} == {entry for entry, _, _ in CASES}
-    assert len(CASES) >= 31
+    assert len(CASES) >= 37

@@ -148,6 +148,16 @@ WANDB_KEY = "0123456789abcdef" * 2 + "feedc0de"  # the 40-hex shape of a W&B API
 PLANTED_ENV = {"HF_TOKEN": TOKEN, "HUGGING_FACE_HUB_TOKEN": TOKEN, "WANDB_API_KEY": WANDB_KEY}
 
 
+# Console lines that tell a user nothing: llm_recipes/__init__.py silences the libraries' by message, our own causes
+# are fixed (no pinned memory without an accelerator, lengths counted without the length check, a list for select).
+NOISE = ("Setting accelerator to CPU", "'pin_memory' argument is set as true", "`is_gradient_checkpointing` is deprecated",
+         "Token indices sequence length is longer than", "couldn't be hashed properly")
+
+
+def noise(log: str) -> list[str]:
+    return [line for line in log.splitlines() if any(n in line for n in NOISE)]
+
+
 def secret_leaks(folder: Path, log: str) -> list[str]:
     """The files under `folder` (and "log") that contain a planted secret."""
     found = [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()

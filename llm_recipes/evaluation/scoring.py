@@ -156,7 +156,7 @@ def language_modeling(model, tokenizer, texts: list[str], context_length: int, s
                       prefix_id: int, desc: str) -> dict:
     """Token perplexity (depends on the tokenizer) and bits per byte (does not: models with different tokenizers
     compare fairly) of `texts`, each document scored on its own."""
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    encoded = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]  # windows cut them to fit
     windows = [w for ids in encoded for w in rolling_windows(ids, prefix_id, context_length, stride)]
     logprob = sum(score_windows(model, windows, batch_size, tokenizer.pad_token_id or 0, desc))
     tokens = sum(len(ids) for ids in encoded)

@@ -5,6 +5,7 @@ every stage, a model card with the eval results, and a check that no local path 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import tempfile
@@ -13,10 +14,13 @@ from typing import Any
 
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from llm_recipes.config import ConfigError
 from llm_recipes.redact import HUB_TOKEN_PATTERN
 from llm_recipes.run_info import REPO_ROOT
+
+logger = logging.getLogger(__name__)
 
 # Keys of a resolved config that name the folder the stage started from: the recipe lineage follows them.
 UPSTREAM_KEYS = ("model_name_or_path", "adapter_dir", "checkpoint_dir", "base_model_name_or_path", "dataset_path",
@@ -132,6 +136,64 @@ def write_recipe_files(stages: list[tuple[str, dict]], folder: Path) -> list[tup
     return written
 
 
+# --- where the model comes from -------------------------------------------------------------------------------------
+
+MODEL_KEYS = ("model_name_or_path", "adapter_dir", "checkpoint_dir")  # a stage's model input, in its resolved config
+HUB_CACHE_FOLDER = re.compile(r"models--([\w.-]+)--([\w.-]+)")  # huggingface_hub's cache: models--<org>--<name>
+
+
+def run_base(start: str | os.PathLike) -> tuple[str | None, Path | None]:
+    """The model a run started from: each stage's model input followed back through the folders our recipes wrote
+    (they hold a resolved_config.yaml) to the first one they did not. Returns its Hub id (a local folder: its name, or
+    the repo id of a Hub cache snapshot) and its local folder, if any; (None, None) when the oldest stage trained from
+    scratch."""
+    path, seen = Path(start), set()
+    if not (path / "resolved_config.yaml").is_file() and (path.parent / "resolved_config.yaml").is_file():
+        path = path.parent  # a checkpoint-N inside its run folder
+    while (path / "resolved_config.yaml").is_file() and path.resolve() not in seen:
+        seen.add(path.resolve())
+        config = yaml.safe_load((path / "resolved_config.yaml").read_text()) or {}
+        value = next((config[k] for k in MODEL_KEYS if isinstance(config.get(k), str) and config[k]), None)
+        if value is None:
+            return None, None
+        path = Path(value) if Path(value).is_absolute() or not (REPO_ROOT / value).exists() else REPO_ROOT / value
+        if not path.exists():
+            return value, None  # a Hub id
+    name = next((f"{m[1]}/{m[2]}" for part in path.parts if (m := HUB_CACHE_FOLDER.fullmatch(part))), path.name)
+    return name, path
+
+
+def card_metadata(start: str | os.PathLike, *, license: str | None, languages: list[str], tags: list[str],
+                  base_model: str | None, model_type: str | None, chat_template: str | None,
+                  eval_results: dict | None) -> dict:
+    """The card's licence, base_model, languages and tags as the run says them, where the export's config does not:
+    base_model is what the run started from (run_base); the licence that base's own card states (a local folder's
+    README.md), else "other"; the languages those eval measured; tags name the architecture, ChatML markers and a
+    from-scratch start only when they are true of this model."""
+    base, folder = run_base(start)
+    if base_model is None and base is not None:
+        try:
+            validate_repo_id(base)
+            base_model = base
+        except HFValidationError:
+            logger.warning("base model %s is not a Hub id: set base_model for the card", base)
+    if license is None:
+        readme = folder / "README.md" if folder else None
+        license = (ModelCard.load(readme).data.license if readme and readme.is_file() else None) or "other"
+        if license == "other":
+            logger.warning("licence: the base's card states none; set license for the card (it says 'other')")
+    if not languages:
+        results = eval_results or {}
+        found = [s.get("language") for group in ("language_modeling", "classification")
+                 for s in results.get(group, {}).values()]
+        found += list((results.get("generation") or {}).get("per_language", {}))
+        languages = sorted({lang for lang in found if lang and lang != "unknown"})
+    derived = ["llm-recipes", model_type] + (["chatml"] if "<|im_start|>" in (chat_template or "") else []) + (
+        ["from-scratch"] if base is None else [])
+    return {"license": license, "base_model": base_model, "languages": languages,
+            "tags": list(dict.fromkeys(t for t in [*derived, *tags] if t))}
+
+
 # --- model card -------------------------------------------------------------------------------------------------------
 
 CARD_TEMPLATE = """---
@@ -192,9 +254,10 @@ def eval_results_for_card(results: dict) -> tuple[list[EvalResult], str]:
     entries, rows = [], ["| task | dataset | metric | value |", "|---|---|---|---:|"]
     for name, lm in results.get("language_modeling", {}).items():
         for metric in ("bits_per_byte", "perplexity"):
+            # dataset_config tells the sets apart: the Hub groups a model-index by task, dataset type and config
             entries.append(EvalResult(task_type="text-generation", task_name="Language modelling",
                                       dataset_type="text", dataset_name=f"held-out text ({name})",
-                                      metric_type=metric, metric_value=round(lm[metric], 4)))
+                                      dataset_config=name, metric_type=metric, metric_value=round(lm[metric], 4)))
             rows.append(f"| language modelling | held-out text ({name}) | {metric} | {lm[metric]:.4f} |")
     for name, cls in results.get("classification", {}).items():
         for shots, scores in cls["shots"].items():

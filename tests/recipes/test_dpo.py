@@ -6,13 +6,13 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import recipes.dpo
 import recipes.merge_lora
-from testkit import (REPO_ROOT, TWO_PROCESSES, assert_resumed_at, assert_resumed_batches, assert_same_losses,
-                     assert_same_update, data_order, kill_once_exists, newest_checkpoint_step, run_main,
-                     run_recipe_error, start_recipe)
+from testkit import (FAMILIES, FAMILY_EXPECTED, REPO_ROOT, TWO_PROCESSES, assert_resumed_at, assert_resumed_batches,
+                     assert_same_losses, assert_same_update, data_order, kill_once_exists, newest_checkpoint_step,
+                     run_main, run_recipe_error, start_recipe)
 
 EN = "preference/dpo_en_demo.json"
 ZH = "preference/dpo_zh_demo.json"
@@ -183,7 +183,10 @@ def test_every_dpo_recipe_parses_and_loads_its_pairs(config, data_dir):
     from llm_recipes.chat_data import PREFERENCE, load_mixture
 
     parser = recipes.dpo.make_parser()
-    script_args, args, model_args = parser.parse(["--config", str(REPO_ROOT / "configs/dpo" / config)])
+    path = REPO_ROOT / "configs/dpo" / config
+    byo = yaml.safe_load(path.read_text())["model_name_or_path"] is None  # a model you bring: named on the CLI
+    script_args, args, model_args = parser.parse(["--config", str(path),
+                                                  *(["--model_name_or_path", "org/any-model"] if byo else [])])
     recipes.dpo.check_combination(script_args, args, model_args)
     data, reports = load_mixture(script_args, seed=args.seed, task=PREFERENCE)
     assert len(data["train"]) > 400 and len(data["test"]) > 20 and all(r.invalid == 0 for r in reports)
@@ -242,3 +245,37 @@ def test_kill_and_resume_continues_at_the_checkpoint(preset, tiny_chat_model_dir
     assert_same_losses(baseline, killed, checkpoint)
     assert_same_update(baseline, killed, checkpoint,
                        "adapter_model.safetensors" if preset == "tiny_lora" else "model.safetensors")
+
+
+# --- a model family brought by the user (Llama 3.1, Qwen 2.5, Llama 2) -------------------------------------------------
+
+
+@pytest.mark.slow  # a 128k-152k vocabulary makes even 2 LoRA steps (policy and reference pass) cost seconds a family
+@pytest.mark.parametrize("family", FAMILIES)
+def test_byo_lora_dpo_on_a_family_keeps_its_template_and_shape_and_stops_at_its_end_of_turn(
+        family, family_model_dir, tmp_path, data_dir, capsys, caplog):
+    """configs/dpo/byo_lora.yaml as shipped but for the budget: pairs rendered through the family's own template,
+    the adapter and its merge keep that template, stop at the family's end of turn and keep a tied model tied."""
+    base = family_model_dir(family)
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text(json.dumps([{"prompt": f"What is the capital of country {i}?", "chosen": "Paris.",
+                                  "rejected": "London."} for i in range(8)]))
+    config = recipe_config(tmp_path, data_dir, preset="byo_lora", sources=(), test_split_size=0, eval_strategy="no",
+                           eval_on_start=False, max_steps=2, save_steps=2, max_length=128, max_prompt_length=64,
+                           per_device_train_batch_size=2, gradient_accumulation_steps=1, dtype="float32", bf16=False,
+                           activation_checkpointing=False)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["datasets"] = [{"path": str(pairs), "format": "preference"}]
+    config.write_text(yaml.safe_dump(cfg))
+    out, merged = tmp_path / "dpo-lora", tmp_path / "merged"
+    run_main("dpo", dpo_args(config, base, out), capsys, caplog)
+    recipes.merge_lora.main(["--adapter_dir", str(out), "--output_dir", str(merged)])
+    original = AutoTokenizer.from_pretrained(base).chat_template
+    for folder in (out, merged):
+        assert AutoTokenizer.from_pretrained(folder).chat_template == original, folder
+    model = AutoModelForCausalLM.from_pretrained(merged)
+    stops = model.generation_config.eos_token_id
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    assert tokenizer.convert_ids_to_tokens(stops if isinstance(stops, list) else [stops]) == FAMILY_EXPECTED[family][0]
+    assert model.config.tie_word_embeddings == AutoModelForCausalLM.from_pretrained(base).config.tie_word_embeddings
+    assert (out / "adapter_model.safetensors").stat().st_size < 1_000_000

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 from huggingface_hub import ModelCard
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList, pipeline
@@ -45,7 +46,8 @@ def eval_results(tmp_path_factory, tiny_chat_model_dir):
               "f1_per_class": [0.5, 0.6], "confusion_matrix": [[1, 1], [1, 1]]}
     path.write_text(json.dumps({
         "model": str(tiny_chat_model_dir), "kind": "model", "context_length": 1024,
-        "language_modeling": {"en": {"perplexity": 812.5, "bits_per_byte": 3.9}},
+        "language_modeling": {"en": {"language": "en", "perplexity": 812.5, "bits_per_byte": 3.9},
+                              "zh": {"language": "zh", "perplexity": 95.1, "bits_per_byte": 2.7}},
         "classification": {"sst2": {"dataset_name": "SST-2", "shots": {"0": scores},
                                     "majority_baseline": {"accuracy": 0.51, "f1_macro": 0.34, "predicts": 1}}},
         "generation": {"stopped_share": 0.5},
@@ -99,6 +101,12 @@ def test_model_card_has_metrics_recipe_and_no_local_path(exported, eval_results,
     assert card.data.pipeline_tag == "text-generation" and card.data.library_name == "transformers"
     metrics = {(r.dataset_name, r.metric_type): r.metric_value for r in card.data.eval_results}
     assert metrics[("SST-2", "accuracy")] == 0.61 and metrics[("held-out text (en)", "bits_per_byte")] == 3.9
+    # the model-index as the Hub reads it: one result per held-out set, each with its own two metrics
+    index = yaml.safe_load(card.content.split("---")[1])["model-index"][0]["results"]
+    lm = {r["dataset"]["name"]: {m["type"]: m["value"] for m in r["metrics"]} for r in index
+          if r["task"]["type"] == "text-generation"}
+    assert lm == {"held-out text (en)": {"bits_per_byte": 3.9, "perplexity": 812.5},
+                  "held-out text (zh)": {"bits_per_byte": 2.7, "perplexity": 95.1}}, index
     assert "| sentiment (majority class) | SST-2 | accuracy | 0.5100 |" in card.text
     assert "tester/tiny-chat" in card.text and "## Limitations" in card.text
     assert (exported / "training_recipe" / "01-export.yaml").is_file()
@@ -123,6 +131,8 @@ def test_recipe_lineage_follows_each_stage(tmp_path, tiny_chat_model_dir):
     assert names == ["01-pretrain.yaml", "02-sft.yaml", "03-export.yaml"]
     assert "model_name_or_path: <tmp>/" in (out / "training_recipe" / "02-sft.yaml").read_text()
     assert str(tmp_path) not in (out / "README.md").read_text()
+    card = ModelCard.load(out / "README.md").data  # pretrained from a preset: no base, said so
+    assert card.base_model is None and card.tags == ["llm-recipes", "llama", "chatml", "from-scratch"]
 
 
 @pytest.fixture(scope="module")
@@ -385,6 +395,11 @@ def test_a_familys_export_keeps_its_template_and_stops_at_its_end_of_turn(family
     stops = FAMILY_EXPECTED[family][0]
     card = ModelCard.load(out / "README.md")
     assert "Stops at " + " or ".join(f"`{t}`" for t in stops) in card.text
+    # the card names the base and nothing of the demo's: no ChatML tag but on Qwen's ChatML template, no licence the
+    # base's folder does not state
+    architecture = json.loads((MODELS_DIR / family / "config.json").read_text())["model_type"]
+    assert card.data.tags == ["llm-recipes", architecture, *(["chatml"] if family == "qwen2" else [])]
+    assert card.data.base_model == base.name and card.data.license == "other"
     model = AutoModelForCausalLM.from_pretrained(out)
     end_of_turn = tokenizer.convert_tokens_to_ids(stops[-1])
     inputs = tokenizer.apply_chat_template(TURNS[:1], add_generation_prompt=True, return_dict=True, return_tensors="pt")
@@ -392,3 +407,13 @@ def test_a_familys_export_keeps_its_template_and_stops_at_its_end_of_turn(family
     force = LogitsProcessorList([ForceTokenAt(end_of_turn, start + 2)])
     generated = model.generate(**inputs, max_new_tokens=8, do_sample=False, logits_processor=force)
     assert generated[0, start:].tolist()[-1] == end_of_turn and generated.shape[1] == start + 3
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (REPO_ROOT / "configs/export").glob("*.yaml")))
+def test_every_export_config_parses(config):
+    """byo.yaml leaves the card to the run: no licence, tag or language of the demo's."""
+    path = REPO_ROOT / "configs/export" / config
+    byo = yaml.safe_load(path.read_text())["model_name_or_path"] is None  # a model you bring: named on the CLI
+    (args,) = recipes.export.make_parser().parse(["--config", str(path), *(["--model_name_or_path", "x"] if byo else [])])
+    if byo:
+        assert args.license is None and args.tags == [] and args.languages == [] and args.base_model is None
