@@ -15,8 +15,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipe
 import recipes.classify
 from llm_recipes.classification import ClassifyDataArguments, load_splits
 from llm_recipes.training import CHECKPOINT_COMPLETE
-from testkit import (REPO_ROOT, TWO_PROCESSES, assert_resumed_at, assert_resumed_batches, assert_same_losses,
-                     data_order, history, kill_once_exists, newest_checkpoint_step, run_main)
+from testkit import (FAMILIES, REPO_ROOT, TWO_PROCESSES, assert_resumed_at, assert_resumed_batches,
+                     assert_same_losses, data_order, history, kill_once_exists, newest_checkpoint_step, run_main)
 
 CONFIG = str(REPO_ROOT / "configs/classify/tiny.yaml")
 
@@ -95,6 +95,24 @@ def test_peft_variants_train_and_merge_with_the_same_logits(peft_type, tiny_chat
     merged = AutoModelForSequenceClassification.from_pretrained(out / "merged").eval()
     with torch.no_grad():
         assert torch.allclose(adapter(**batch).logits, merged(**batch).logits, atol=1e-4)
+
+
+@pytest.mark.slow  # a 128k-152k vocabulary: loading, tokenizing and saving cost seconds a family
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_family_base_classifies_with_lora_and_keeps_its_tokenizer(family, family_model_dir, tmp_path):
+    """Llama 3.1 (no pad token: its eos pads), Qwen 2.5, Llama 2 as the base of a LoRA classifier: it trains, the
+    saved tokenizer is the family's (nothing of ours added), and the merged model loads in a pipeline."""
+    base, out = family_model_dir(family), tmp_path / "cls"
+    recipes.classify.main(classify_args(base, out, "--peft_type", "lora", "--max_steps", "4", "--eval_steps", "4",
+                                        "--save_steps", "4", "--train_fraction", "0.05", "--max_length", "64"))
+    assert _adapter_trained(out, "lora")
+    original, saved = AutoTokenizer.from_pretrained(base), AutoTokenizer.from_pretrained(out)
+    assert len(saved) == len(original) and saved.chat_template == original.chat_template
+    assert set(saved.all_special_tokens) == set(original.all_special_tokens) and saved.pad_token is not None
+    config = json.loads((out / "merged" / "config.json").read_text())
+    assert config["pad_token_id"] == saved.pad_token_id and config["id2label"] == {"0": "negative", "1": "positive"}
+    answers = pipeline("text-classification", model=str(out / "merged"))(["房间很干净，服务也很好。", "太差了。"])
+    assert {a["label"] for a in answers} <= {"negative", "positive"}
 
 
 def run_classify(model, out, *extra):

@@ -15,6 +15,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList, pipeline
 
 import recipes.export
+import recipes.push
 from testkit import (FAMILIES, FAMILY_EXPECTED, MODELS_DIR, REPO_ROOT, SYSTEM, TURNS, ForceTokenAt,
                      run_recipe_error)
 
@@ -381,7 +382,7 @@ def test_vllm_generates_the_same_greedy_tokens(exported):
 
 @pytest.mark.slow  # a 128k-152k vocabulary: its embeddings and tokenizer.json are written and scanned, 5-20 s
 @pytest.mark.parametrize("family", FAMILIES)
-def test_a_familys_export_keeps_its_template_and_stops_at_its_end_of_turn(family, family_model_dir, tmp_path):
+def test_a_familys_export_keeps_its_template_and_stops_at_its_end_of_turn(family, family_model_dir, tmp_path, capsys):
     """Llama 3.1, Qwen 2.5, Llama 2 as the base: the leak check passes their vocabularies, the exported tokenizer
     renders byte for byte as the original, and generation stops at the family's end of turn (forced there)."""
     base, out = family_model_dir(family), tmp_path / "export"
@@ -400,6 +401,8 @@ def test_a_familys_export_keeps_its_template_and_stops_at_its_end_of_turn(family
     architecture = json.loads((MODELS_DIR / family / "config.json").read_text())["model_type"]
     assert card.data.tags == ["llm-recipes", architecture, *(["chatml"] if family == "qwen2" else [])]
     assert card.data.base_model == base.name and card.data.license == "other"
+    recipes.push.main(["--folder", str(out), "--dry_run", "true"])  # what make push checks before any upload
+    assert "would upload" in capsys.readouterr().out
     model = AutoModelForCausalLM.from_pretrained(out)
     end_of_turn = tokenizer.convert_tokens_to_ids(stops[-1])
     inputs = tokenizer.apply_chat_template(TURNS[:1], add_generation_prompt=True, return_dict=True, return_tensors="pt")
@@ -414,6 +417,7 @@ def test_every_export_config_parses(config):
     """byo.yaml leaves the card to the run: no licence, tag or language of the demo's."""
     path = REPO_ROOT / "configs/export" / config
     byo = yaml.safe_load(path.read_text())["model_name_or_path"] is None  # a model you bring: named on the CLI
-    (args,) = recipes.export.make_parser().parse(["--config", str(path), *(["--model_name_or_path", "x"] if byo else [])])
+    (args,) = recipes.export.make_parser().parse(["--config", str(path),
+                                                  *(["--model_name_or_path", "x"] if byo else [])])
     if byo:
         assert args.license is None and args.tags == [] and args.languages == [] and args.base_model is None
