@@ -284,18 +284,22 @@ def _pretokenizer_types(node: dict | None) -> list[str]:
     return [node["type"], *(t for child in node.get("pretokenizers", []) for t in _pretokenizer_types(child))]
 
 
-def check_byte_level_bpe(tokenizer, name: str) -> dict:
-    """The tokenizer.json of a byte-level BPE, or one clear line on why another kind cannot be extended here."""
+def is_cjk(char: str) -> bool:
+    return 0x3000 <= ord(char) <= 0x9FFF or 0xF000 <= ord(char) <= 0xFFFF
+
+
+def check_extensible_bpe(tokenizer, name: str) -> tuple[dict, str]:
+    """The tokenizer.json of a BPE this repo extends and its kind: "byte-level" (GPT-2, Llama 3, Qwen, this repo's)
+    or "byte-fallback" (SentencePiece's BPE as transformers converts it: Llama 2, Mistral); one clear line otherwise."""
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
     kind = spec["model"]["type"]
-    if kind != "BPE" or spec["model"].get("byte_fallback") or "ByteLevel" not in _pretokenizer_types(
-            spec.get("pre_tokenizer")):
-        described = "SentencePiece-style BPE with byte fallback" if kind == "BPE" else kind
-        raise ConfigError(f"base tokenizer {name} is {described}: only byte-level BPE (GPT-2, Llama 3, Qwen, this "
-                          "repo's) is extended here, where new merges over the same 256-byte alphabet leave every old "
-                          "id and merge in place; SentencePiece / Unigram vocabularies (Llama 2, Mistral) need "
-                          "sentencepiece's own model merge")
-    return spec
+    if kind == "BPE" and spec["model"].get("byte_fallback"):
+        return spec, "byte-fallback"
+    if kind == "BPE" and "ByteLevel" in _pretokenizer_types(spec.get("pre_tokenizer")):
+        return spec, "byte-level"
+    raise ConfigError(f"base tokenizer {name} is {kind}: only BPE is extended here (byte-level as GPT-2, Llama 3, Qwen; "
+                      "with byte fallback as Llama 2, Mistral), where new tokens and merges appended after the old "
+                      "ones leave every old id in place; a Unigram vocabulary (T5, ...) needs sentencepiece's own merge")
 
 
 def extend_bpe(base, batches: Iterator[list[str]], vocab_size: int, min_frequency: int, length: int | None,
@@ -303,32 +307,48 @@ def extend_bpe(base, batches: Iterator[list[str]], vocab_size: int, min_frequenc
     """Train a BPE of `vocab_size` on the new corpus with the base's own pipeline, then append its merges whose
     result is new to the base (ids after every existing one, merges after every existing one: lowest priority).
 
-    Only merges whose token starts with the lead byte of a CJK character (U+3000-U+9FFF: CJK punctuation, kana, Han;
-    U+F000-U+FFFF: compatibility and fullwidth forms) and holds no ASCII byte are kept. A kept merge can only fire
-    where such a character is, so text without one (English, including its curly quotes and dashes) encodes exactly
-    as before, id for id; a merge whose pieces were left out never fires either. Returns the extended tokenizer and,
-    per new token, its id and the base ids it split into (the embedding rows it starts as the mean of).
+    Only CJK tokens are kept (U+3000-U+9FFF: CJK punctuation, kana, Han; U+F000-U+FFFF: compatibility and fullwidth
+    forms): on a byte-level BPE, tokens that start with the lead byte of such a character and hold no ASCII byte; on a
+    byte-fallback BPE (SentencePiece's), tokens made of such characters only, and first the characters themselves that
+    the base spells as UTF-8 bytes. A kept merge can only fire where such a character is, so text without one
+    (English, including its curly quotes and dashes) encodes exactly as before, id for id; a merge whose pieces were
+    left out never fires either. Returns the extended tokenizer and, per new token, its id and the base ids it split
+    into (the embedding rows it starts as the mean of).
     """
-    spec = check_byte_level_bpe(base, name)
+    spec, kind = check_extensible_bpe(base, name)
     trained = json.loads(base.train_new_from_iterator(batches, vocab_size=vocab_size, length=length,
                                                       min_frequency=min_frequency).backend_tokenizer.to_str())
     vocab = dict(spec["model"]["vocab"])
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in spec["model"]["merges"]]
-    byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
+    if kind == "byte-level":
+        byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
+
+        def new_ok(token):
+            return byte_of[token[0]] in CJK_LEAD_BYTES and all(byte_of[c] >= 0x80 for c in token)
+    else:
+        def new_ok(token):
+            return all(is_cjk(c) for c in token)
     next_id = max([*vocab.values(), *(t["id"] for t in spec.get("added_tokens", []))]) + 1
     added = []
+
+    def add(token: str) -> None:
+        nonlocal next_id
+        vocab[token] = next_id
+        added.append({"id": next_id, "token": token,
+                      "base_pieces": [t.id for t in base.backend_tokenizer.model.tokenize(token)]})
+        next_id += 1
+
+    if kind == "byte-fallback":  # the corpus' characters, most frequent first; merges join only tokens
+        for char, _ in sorted(trained["model"]["vocab"].items(), key=lambda kv: kv[1]):
+            if len(char) == 1 and char not in vocab and new_ok(char):
+                add(char)
     for merge in trained["model"]["merges"]:
         left, right = merge.split(" ") if isinstance(merge, str) else merge
         token = left + right
-        if token in vocab or left not in vocab or right not in vocab:
+        if token in vocab or left not in vocab or right not in vocab or not new_ok(token):
             continue
-        if byte_of[token[0]] not in CJK_LEAD_BYTES or any(byte_of[c] < 0x80 for c in token):
-            continue
-        pieces = [t.id for t in base.backend_tokenizer.model.tokenize(token)]
-        vocab[token] = next_id
+        add(token)
         merges.append((left, right))
-        added.append({"id": next_id, "token": token, "base_pieces": pieces})
-        next_id += 1
     spec["model"]["vocab"] = vocab
     spec["model"]["merges"] = [list(m) for m in merges]
     extended = copy.deepcopy(base)

@@ -1,10 +1,12 @@
-"""Extend a byte-level BPE tokenizer with the tokens of a new language (Chinese-LLaMA's first step), ids unchanged.
+"""Extend a BPE tokenizer with the tokens of a new language (Chinese-LLaMA's first step), every old id unchanged.
 
     python recipes/extend_tokenizer.py --config configs/tokenizer/extend_zh.yaml [--vocab_size 8000 ...]
 
 A BPE of `vocab_size` is trained on the new corpus with the base tokenizer's own pipeline; its merges that make new
 CJK tokens are appended after the base's (llm_recipes/tokenizer.py `extend_bpe`), so every old id and merge stays and
-text without CJK characters encodes exactly as before. Output folder: the tokenizer (chat template and special tokens
+text without CJK characters encodes exactly as before. Byte-level BPE (GPT-2, Llama 3, Qwen, this repo's) and
+SentencePiece's BPE with byte fallback (Llama 2, Mistral: the Chinese characters it spells as UTF-8 bytes become
+tokens first) are both extended. Output folder: the tokenizer (chat template and special tokens
 of the base), extension.json (each new token's id and the base ids it used to split into: the rows its embedding
 starts as the mean of), tokenizer_report.{json,md} (chars/token per script on held-out text, before and after),
 resolved_config.yaml and run_info.json.
@@ -22,15 +24,15 @@ from llm_recipes.atomic import publish_dir, stop_cleanly_when_disk_full
 from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.corpus import CorpusArguments, load_corpus
 from llm_recipes.run_info import write_run_info
-from llm_recipes.tokenizer import check_byte_level_bpe, extend_bpe, tokenizer_from, tokenizer_report
+from llm_recipes.tokenizer import check_extensible_bpe, extend_bpe, tokenizer_from, tokenizer_report
 
 logger = logging.getLogger("extend_tokenizer")
 
 
 @dataclass
 class ExtendArguments:
-    base_tokenizer_name_or_path: str = field(metadata={"help": "The byte-level BPE tokenizer to extend (folder or "
-                                                               "Hub id); its ids never change."})
+    base_tokenizer_name_or_path: str = field(metadata={"help": "The BPE tokenizer to extend, byte-level or with byte "
+                                                               "fallback (folder or Hub id); its ids never change."})
     output_dir: str = field(metadata={"help": "Folder for the extended tokenizer (replaced atomically)."})
     vocab_size: int = field(default=8000, metadata={"help": "Size of the BPE trained on the new corpus; the tokens "
                                                             "it has that the base lacks are added."})
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     corpus_args, args = parser.parse(argv)
     try:
         base = tokenizer_from(args.base_tokenizer_name_or_path)
-        check_byte_level_bpe(base, args.base_tokenizer_name_or_path)  # before any corpus is read
+        check_extensible_bpe(base, args.base_tokenizer_name_or_path)  # before any corpus is read
         splits, corpus_stats = load_corpus(corpus_args)
         train = splits["train"]
         logger.info("training a %d-token BPE on %d documents to extend %s", args.vocab_size, len(train),

@@ -12,7 +12,7 @@ from transformers import AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerFas
 import recipes.extend_tokenizer
 import recipes.pack
 import recipes.pretrain
-from testkit import REPO_ROOT, TWO_PROCESSES, run_recipe_error
+from testkit import MODELS_DIR, REPO_ROOT, TWO_PROCESSES, run_recipe_error
 from llm_recipes.corpus import CorpusArguments, load_corpus
 from llm_recipes.tokenizer import train_bpe, wrap
 
@@ -66,6 +66,34 @@ def test_old_ids_unchanged_new_ids_on_chinese_and_lossless(english_base, extende
     assert ext.chat_template == base.chat_template and ext.eos_token == base.eos_token
 
 
+@pytest.fixture(scope="module")
+def llama2_extended(data_dir, tmp_path_factory):
+    """Llama 2's real tokenizer (SentencePiece's BPE with byte fallback, as transformers converts it) extended with
+    the same Chinese corpus: Chinese-LLaMA-Alpaca's own starting point."""
+    out = tmp_path_factory.mktemp("ext-llama2") / "tokenizer"
+    config = out.parent / "extend.yaml"
+    config.write_text(yaml.safe_dump({"train_sources": sources(data_dir, ZH)}))
+    recipes.extend_tokenizer.main(["--config", str(config), "--base_tokenizer_name_or_path",
+                                   str(MODELS_DIR / "llama2-spm"), "--output_dir", str(out), "--vocab_size", "3000"])
+    return out
+
+
+@pytest.mark.slow  # a 32k vocabulary read, extended and saved, and both tokenizers over the validation texts: ~10 s
+def test_a_sentencepiece_base_keeps_its_ids_and_gains_chinese_tokens(llama2_extended, corpora):
+    base, ext = AutoTokenizer.from_pretrained(MODELS_DIR / "llama2-spm"), AutoTokenizer.from_pretrained(llama2_extended)
+    en, zh = (list(split["validation"]["text"]) for split in corpora)
+    assert len(ext) > len(base) and ext.get_vocab().items() >= base.get_vocab().items()
+    assert all(base(t).input_ids == ext(t).input_ids for t in en)
+    # lossless wherever the base is: Llama 2 itself drops a text's leading space (README of ../shared/models)
+    assert all(ext.decode(ext(t).input_ids, skip_special_tokens=True) == t for t in zh)
+    assert sum(len(ext(t).input_ids) for t in zh) < 0.8 * sum(len(base(t).input_ids) for t in zh)
+    assert ext.chat_template == base.chat_template and ext.eos_token == base.eos_token
+    added = json.loads((llama2_extended / "extension.json").read_text())["added"]
+    byte_pieces = {i for i in range(len(base)) if base.convert_ids_to_tokens(i).startswith("<0x")}
+    single = [a for a in added if len(a["token"]) == 1]  # a character Llama 2 spelt as its UTF-8 bytes
+    assert single and all(set(a["base_pieces"]) <= byte_pieces and len(a["base_pieces"]) == 3 for a in single)
+
+
 def test_extension_records_each_new_tokens_base_pieces(english_base, extended):
     base = AutoTokenizer.from_pretrained(english_base)
     extension = json.loads((extended / "extension.json").read_text())
@@ -82,14 +110,14 @@ def test_extension_records_each_new_tokens_base_pieces(english_base, extended):
     assert en_before - 10 <= en_after <= en_before  # only the odd CJK character inside English web pages changes
 
 
-def test_a_tokenizer_that_is_not_byte_level_bpe_is_refused(data_dir, tmp_path, capsys):
+def test_a_unigram_tokenizer_is_refused(data_dir, tmp_path, capsys):
     unigram = Tokenizer(models.Unigram([("<unk>", 0.0), ("a", -1.0), ("b", -2.0)], unk_id=0))
     base = tmp_path / "unigram"
     PreTrainedTokenizerFast(tokenizer_object=unigram, unk_token="<unk>").save_pretrained(base)
     err = run_recipe_error("extend_tokenizer", ["--base_tokenizer_name_or_path", str(base), "--output_dir",
                                                 str(tmp_path / "o"), "--train_sources",
                                                 str(data_dir / "chinese_poetry/lunyu.json")], capsys)
-    assert "is Unigram: only byte-level BPE" in err and not (tmp_path / "o").exists()
+    assert "is Unigram: only BPE is extended here" in err and not (tmp_path / "o").exists()
 
 
 # --- the model side: embeddings grown with mean-initialised rows, then continued pretraining -------------------------
