@@ -2,54 +2,60 @@
 unfinished that looks complete. The failure is injected (an OSError ENOSPC from the Nth write of one kind of file):
 this machine cannot mount a small filesystem for a test, and a file-size limit would hit every checkpoint alike."""
 
-import subprocess
+import errno
+import os
+import runpy
 import sys
 
 import pytest
+import torch
+import transformers.modeling_utils as modeling_utils
 
 from llm_recipes.training import CHECKPOINT_COMPLETE, complete_checkpoints
 from testkit import REPO_ROOT, pretrain_args
 
-# Runs a recipe with torch.save / safetensors' save_file failing (ERRNO, default ENOSPC) on the Nth write of a file
-# whose name ends with SUFFIX; argv: ERRNO N SUFFIX recipe.py recipe-args...
-INJECT = """
-import errno, os, runpy, sys
-import safetensors.torch, torch
-import transformers.modeling_utils as modeling_utils
 
-code, n, suffix, *argv = sys.argv[1:]
-calls = {"n": 0}
+@pytest.fixture
+def run_failing(monkeypatch, capsys):
+    """Run recipes/<recipe> as `python recipes/<recipe> ...` does, its own `__main__` block included (runpy, in this
+    process: an interpreter start fewer), with torch.save / safetensors' save_file failing with `code` on the Nth
+    write of a file whose name ends with `suffix`. Returns the exit code and what it wrote to stderr."""
+    def run(n, suffix, recipe, *args, code="ENOSPC"):
+        calls = {"n": 0}
 
-def failing(real):
-    def write(obj, f, *args, **kwargs):
-        if str(f).endswith(suffix):
-            calls["n"] += 1
-            if calls["n"] == int(n):
-                raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), str(f))
-        return real(obj, f, *args, **kwargs)
-    return write
+        def failing(real):
+            def write(obj, f, *a, **kw):
+                if str(f).endswith(suffix):
+                    calls["n"] += 1
+                    if calls["n"] == n:
+                        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), str(f))
+                return real(obj, f, *a, **kw)
+            return write
 
-torch.save = failing(torch.save)
-modeling_utils.safe_save_file = failing(modeling_utils.safe_save_file)
-sys.argv = argv
-runpy.run_path(argv[0], run_name="__main__")
-"""
-
-
-def run_failing(n, suffix, recipe, *args, code="ENOSPC"):
-    return subprocess.run([sys.executable, "-c", INJECT, code, str(n), suffix, str(REPO_ROOT / "recipes" / recipe),
-                           *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+        script = str(REPO_ROOT / "recipes" / recipe)
+        with monkeypatch.context() as m:
+            m.setattr(torch, "save", failing(torch.save))
+            m.setattr(modeling_utils, "safe_save_file", failing(modeling_utils.safe_save_file))
+            m.setattr(sys, "argv", [script, *args])
+            m.chdir(REPO_ROOT)
+            capsys.readouterr()
+            with pytest.raises(SystemExit) as exc:
+                runpy.run_path(script, run_name="__main__")
+        out = capsys.readouterr()
+        return exc.value.code, out.out + out.err
+    return run
 
 
 def one_error_line(done, prog, reason="No space left on device"):
-    assert done.returncode == 1, done.stderr[-2000:]
-    assert "Traceback" not in done.stderr + done.stdout
-    errors = [line for line in done.stderr.splitlines() if line.startswith(f"{prog}: error:")]
+    code, output = done
+    assert code == 1, output[-2000:]
+    assert "Traceback" not in output
+    errors = [line for line in output.splitlines() if line.startswith(f"{prog}: error:")]
     assert len(errors) == 1 and "out of disk space" in errors[0] and reason in errors[0]
 
 
 @pytest.mark.slow
-def test_pretraining_keeps_the_last_good_checkpoint(tiny_packed_dir, tmp_path):
+def test_pretraining_keeps_the_last_good_checkpoint(tiny_packed_dir, tmp_path, run_failing):
     out = tmp_path / "run"
     done = run_failing(2, "optimizer.pt", "pretrain.py", *pretrain_args(
         tiny_packed_dir, out, "--max_steps", "30", "--save_steps", "10", "--eval_strategy", "no"))
@@ -60,7 +66,7 @@ def test_pretraining_keeps_the_last_good_checkpoint(tiny_packed_dir, tmp_path):
 
 
 @pytest.mark.parametrize("code, reason", [("ENOSPC", "No space left on device"), ("EFBIG", "File too large")])
-def test_export_leaves_no_folder_and_keeps_the_previous_one(code, reason, tiny_chat_model_dir, tmp_path):
+def test_export_leaves_no_folder_and_keeps_the_previous_one(code, reason, tiny_chat_model_dir, tmp_path, run_failing):
     """ENOSPC (disk full) or EFBIG (a file-size limit, e.g. `ulimit -f` or a FAT32 volume)."""
     out = tmp_path / "export"
     args = ["--model_name_or_path", str(tiny_chat_model_dir), "--output_dir", str(out), "--repo_id", "tester/x",
