@@ -4,22 +4,20 @@ this machine cannot mount a small filesystem for a test, and a file-size limit w
 
 import errno
 import os
-import runpy
-import sys
 
 import pytest
 import torch
 import transformers.modeling_utils as modeling_utils
 
 from llm_recipes.training import CHECKPOINT_COMPLETE, complete_checkpoints
-from testkit import REPO_ROOT, pretrain_args
+from testkit import REPO_ROOT, pretrain_args, run_as_main
 
 
 @pytest.fixture
 def run_failing(monkeypatch, capsys):
-    """Run recipes/<recipe> as `python recipes/<recipe> ...` does, its own `__main__` block included (runpy, in this
-    process: an interpreter start fewer), with torch.save / safetensors' save_file failing with `code` on the Nth
-    write of a file whose name ends with `suffix`. Returns the exit code and what it wrote to stderr."""
+    """Run recipes/<recipe> as `python recipes/<recipe> ...` does (testkit.run_as_main: its own `__main__` block, in
+    this process), with torch.save / safetensors' save_file failing with `code` on the Nth write of a file whose name
+    ends with `suffix`. Returns the exit code and what it printed."""
     def run(n, suffix, recipe, *args, code="ENOSPC"):
         calls = {"n": 0}
 
@@ -32,17 +30,10 @@ def run_failing(monkeypatch, capsys):
                 return real(obj, f, *a, **kw)
             return write
 
-        script = str(REPO_ROOT / "recipes" / recipe)
         with monkeypatch.context() as m:
             m.setattr(torch, "save", failing(torch.save))
             m.setattr(modeling_utils, "safe_save_file", failing(modeling_utils.safe_save_file))
-            m.setattr(sys, "argv", [script, *args])
-            m.chdir(REPO_ROOT)
-            capsys.readouterr()
-            with pytest.raises(SystemExit) as exc:
-                runpy.run_path(script, run_name="__main__")
-        out = capsys.readouterr()
-        return exc.value.code, out.out + out.err
+            return run_as_main(REPO_ROOT / "recipes" / recipe, list(args), monkeypatch, capsys)
     return run
 
 
