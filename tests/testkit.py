@@ -119,8 +119,18 @@ def run_main(name: str, argv: list[str], capsys, caplog) -> str:
 def run_as_main(script: Path, argv: list[str], monkeypatch, capsys, env: dict | None = None) -> tuple[int, str]:
     """`python <script> <argv>` with its own `__main__` block, but in this process (runpy): an interpreter start
     (~7 s of imports) fewer. For scripts a test runs whole and does not kill, and that read no environment at import.
-    Returns the exit code and what it printed; the environment, sys.argv and the working directory are put back."""
+    Returns the exit code and what it printed; the environment, sys.argv, the working directory and torch's process-
+    wide settings (grad mode, threads, default dtype, determinism, RNG) are put back, so later tests in this worker
+    see none of the script's (a benchmark turns gradients off for good, as a script may)."""
+    import random
+
+    import numpy as np
+    import torch
+
     saved_env = dict(os.environ)
+    saved_torch = (torch.is_grad_enabled(), torch.get_num_threads(), torch.get_default_dtype(),
+                   torch.are_deterministic_algorithms_enabled(), torch.get_rng_state(), random.getstate(),
+                   np.random.get_state())
     capsys.readouterr()
     try:
         with monkeypatch.context() as m:
@@ -136,6 +146,14 @@ def run_as_main(script: Path, argv: list[str], monkeypatch, capsys, env: dict | 
     finally:
         os.environ.clear()
         os.environ.update(saved_env)
+        grad, threads, dtype, deterministic, rng, py_rng, np_rng = saved_torch
+        torch.set_grad_enabled(grad)
+        torch.set_num_threads(threads)
+        torch.set_default_dtype(dtype)
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_rng_state(rng)
+        random.setstate(py_rng)
+        np.random.set_state(np_rng)
     out = capsys.readouterr()
     return code, out.out + out.err
 
