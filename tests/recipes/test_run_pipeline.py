@@ -90,6 +90,15 @@ def test_a_failed_stage_stops_the_run_and_is_retried(pipeline, tmp_path):
     assert run()[0] == ["a", "b", "c"]
 
 
+def test_an_output_named_inside_a_json_argument_is_read():
+    """`--datasets '{"path": "<run>/pairs/pairs.jsonl"}'`: the stage reads the pairs, so a new pairs stage reruns it."""
+    reads = [a for a in ('{"path": "run/pairs/pairs.jsonl", "format": "preference"}', "run/pairs", "run/pairs/x",
+                         "--dir=run/pairs", "run/pairs2", "other/run/pairs", '{"path": "run/pairsX"}')
+             if run_pipeline.mentions(a, "run/pairs")]
+    assert reads == ['{"path": "run/pairs/pairs.jsonl", "format": "preference"}', "run/pairs", "run/pairs/x",
+                     "--dir=run/pairs"]
+
+
 def test_placeholders_are_filled_and_json_braces_pass_through(tmp_path):
     stage = run_pipeline.Stage(name="s", run="{bin}/accelerate launch --num_processes 2 --num_cpu_threads_per_process "
                                               "{threads} x.py --sets '{\"path\": \"{run_dir}/t\"}'")
