@@ -41,7 +41,7 @@ TO ?= $(CKPT)-consolidated
 
 export DATA_DIR
 
-.PHONY: help install test test-fast demo clean model-info data tokenizer extend-tokenizer pack pretrain consolidate sft dpo merge-lora classify eval \
+.PHONY: help install test test-fast demo clean model-info data tokenizer extend-tokenizer pack pretrain consolidate sft dpo merge-lora pairs classify eval \
 	export push vllm-venv report
 
 help: ## list the targets
@@ -89,6 +89,9 @@ consolidate: install ## turn a (ZeRO) checkpoint into one safetensors model (CKP
 sft: install ## instruction-tune with TRL's SFTTrainer (CONFIG=configs/sft/tiny.yaml|tiny_lora|mix_en|mix_zh|full|lora|qlora)
 	$(LAUNCH) --config_file $(ACCEL) --num_processes $(NPROC) \
 	  recipes/sft.py --config $(or $(CONFIG),configs/sft/tiny.yaml) $(ARGS)
+
+pairs: install ## on-policy preference pairs (SPIN): reference answer chosen, the SFT model's own rejected (CONFIG=configs/pairs/tiny.yaml)
+	$(PY) recipes/on_policy_pairs.py --config $(or $(CONFIG),configs/pairs/tiny.yaml) $(ARGS)
 
 dpo: install ## preference-tune the SFT model with TRL's DPOTrainer (CONFIG=configs/dpo/tiny.yaml|tiny_lora|7b_lora|7b_full)
 	$(LAUNCH) --config_file $(ACCEL) --num_processes $(NPROC) \

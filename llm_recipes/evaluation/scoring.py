@@ -208,15 +208,18 @@ def classify(model, tokenizer, texts: list[str], template: str, verbalizers: dic
 
 
 @torch.no_grad()
-def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[dict]:
-    """Answers through the chat template and the model's generation_config; records whether each stopped at EOS."""
+def generate_answers(model, tokenizer, prompts: list[str | list[dict]], max_new_tokens: int,
+                     batch_size: int) -> list[dict]:
+    """Answers through the chat template and the model's generation_config; records whether each stopped at EOS.
+    A prompt is one user message, or the conversation so far (a list of {role, content} ending with a user turn)."""
     stops = model.generation_config.eos_token_id
     stops = set(stops if isinstance(stops, list) else [stops])
     tokenizer.padding_side = "left"  # generation continues from the right end of every row
     out_rows = []
     for b in tqdm(range(0, len(prompts), batch_size), desc="generate", unit="batch"):
         chunk = prompts[b:b + batch_size]
-        inputs = tokenizer.apply_chat_template([[{"role": "user", "content": p}] for p in chunk],
+        inputs = tokenizer.apply_chat_template([[{"role": "user", "content": p}] if isinstance(p, str) else p
+                                                for p in chunk],
                                                add_generation_prompt=True, return_dict=True, return_tensors="pt",
                                                padding=True).to(model.device)
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id)
