@@ -35,6 +35,8 @@ ACCEL ?= launch/accelerate/single.yaml
 ADAPTER ?= outputs/tiny/sft-lora
 # FOLDER: what `make push` uploads (make export writes it)
 FOLDER ?= outputs/tiny/export
+# MODEL: what `make chat` / `make serve` talk to: a chat model folder, a LoRA adapter (on the base in its config) or a Hub id
+MODEL ?= outputs/$(RUN)/export
 # CKPT / TO: what `make consolidate` reads and writes
 CKPT ?= outputs/tiny/pretrain
 TO ?= $(CKPT)-consolidated
@@ -42,7 +44,7 @@ TO ?= $(CKPT)-consolidated
 export DATA_DIR
 
 .PHONY: help install test test-fast demo clean model-info data tokenizer extend-tokenizer pack pretrain consolidate sft dpo merge-lora pairs classify eval \
-	export push vllm-venv report
+	export push chat serve vllm-venv report
 
 help: ## list the targets
 	@echo "usage: make <target> [CONFIG=path.yaml] [ARGS='--key value ...'] [NPROC=n] [DATA_DIR=dir]"
@@ -106,6 +108,12 @@ classify: install ## fine-tune a sequence classifier with Trainer, EDA, early st
 
 eval: install ## perplexity + bits/byte per language, sentiment 0/k-shot, chat generation, lm-eval (CONFIG=configs/eval/tiny.yaml)
 	$(PY) recipes/eval.py --config $(or $(CONFIG),configs/eval/tiny.yaml) $(ARGS)
+
+chat: install ## talk to a chat model in the terminal, answers streamed (MODEL=outputs/tiny/export; CONFIG=configs/chat/tiny.yaml)
+	$(PY) recipes/chat.py --config $(or $(CONFIG),configs/chat/tiny.yaml) --model_name_or_path $(MODEL) $(ARGS)
+
+serve: install ## OpenAI-compatible API for a chat model on 127.0.0.1:8000 (MODEL=outputs/tiny/export; API key from LLM_RECIPES_API_KEY)
+	$(PY) recipes/serve.py --config $(or $(CONFIG),configs/chat/serve.yaml) --model_name_or_path $(MODEL) $(ARGS)
 
 export: install ## Hub-ready folder: safetensors, tokenizer, card with the eval metrics (CONFIG=configs/export/tiny.yaml)
 	$(PY) recipes/export.py --config $(or $(CONFIG),configs/export/tiny.yaml) $(ARGS)

@@ -94,6 +94,25 @@ def tiny_chat_model_dir(tiny_tokenizer_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def lora_adapter(tiny_chat_model_dir) -> Path:
+    """A LoRA adapter on the tiny chat model, with its tokenizer, and non-zero B (init_lora_weights=False: the default
+    init is a no-op and would prove nothing). Shared: copy it before changing anything in it."""
+    def build(out: Path) -> None:
+        import torch
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        base = AutoModelForCausalLM.from_pretrained(tiny_chat_model_dir, dtype=torch.float32)
+        torch.manual_seed(1)
+        model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"],
+                                                init_lora_weights=False, task_type="CAUSAL_LM"))
+        model.save_pretrained(out / "adapter")
+        AutoTokenizer.from_pretrained(tiny_chat_model_dir).save_pretrained(out / "adapter")
+
+    return built_once("lora-adapter", build, key=str(tiny_chat_model_dir)) / "adapter"
+
+
+@pytest.fixture(scope="session")
 def family_model_dir():
     """A model family as a user brings it: the family's real tokenizer, chat template, special tokens and
     generation_config, and random weights of its architecture at a tiny size (the folder's config.json), built once

@@ -45,7 +45,8 @@ def cls(model, data, *extra):
 
 
 # (entry point, argv template, expected fragment). {tmp}: the test's folder; {tok}: a tokenizer; {model}: a chat
-# model; {notok}: a model folder without a tokenizer; {nochat}: a model whose tokenizer has no chat template;
+# model; {adapter}: a LoRA adapter on it; {notok}: a model folder without a tokenizer; {nochat}: a model whose
+# tokenizer has no chat template;
 # {packed}: packed data; {out}: the output path that must not appear.
 CASES = [
     ("pack", ["--train_sources", "{tmp}/truncated.jsonl", *pack("{tok}")], "truncated.jsonl, line 2: invalid JSON"),
@@ -96,6 +97,14 @@ CASES = [
     ("sft", ["--model_name_or_path", "{notok}", "--output_dir", "{out}", "--report_to", "none"],
      "model: no tokenizer files"),
     ("dpo", dpo("{notok}"), "model: no tokenizer files"),
+    ("chat", ["--model_name_or_path", "{notok}"], "model: no tokenizer files"),
+    ("chat", ["--model_name_or_path", "{nochat}"], "the tokenizer has no chat template"),
+    ("chat", ["--model_name_or_path", "{model}", "--max_new_tokens", "5000"], "leaves no room for the conversation"),
+    ("chat", ["--model_name_or_path", "{tmp}/nothing_here"], "nothing_here"),
+    ("serve", ["--model_name_or_path", "{adapter}"], "is a LoRA adapter: serve a merged model"),
+    ("serve", ["--model_name_or_path", "{nochat}"], "the tokenizer has no chat template"),
+    ("serve", ["--model_name_or_path", "{notok}"], "model: no tokenizer files"),
+    ("serve", ["--model_name_or_path", "{model}", "--max_tokens", "4096"], "leaves no room for a prompt"),
     ("on_policy_pairs", ["--config", "configs/pairs/tiny.yaml", "--model_name_or_path", "{notok}", "--output_dir",
                          "{out}"], "model: no tokenizer files"),
     ("on_policy_pairs", ["--config", "configs/pairs/tiny.yaml", "--model_name_or_path", "{model}", "--output_dir",
@@ -159,11 +168,12 @@ def model_without_chat_template(tmp_path_factory, tiny_chat_model_dir):
 @pytest.mark.parametrize("entry, argv, expected", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(entry, argv, expected, workspace, tiny_tokenizer_dir,
                                                          other_tokenizer, tiny_packed_dir, tiny_chat_model_dir,
-                                                         model_without_tokenizer, model_without_chat_template, capsys):
+                                                         model_without_tokenizer, model_without_chat_template, lora_adapter,
+                                                         capsys):
     out = workspace / "out"
     values = {"tmp": workspace, "tok": tiny_tokenizer_dir, "tok2": other_tokenizer, "model": tiny_chat_model_dir,
               "packed": tiny_packed_dir, "out": out, "notok": model_without_tokenizer,
-              "nochat": model_without_chat_template}
+              "nochat": model_without_chat_template, "adapter": lora_adapter}
     argv = [a.format(**values) for a in argv]
     if entry == "data_prep":
         from data_prep.cli import main

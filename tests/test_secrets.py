@@ -49,19 +49,6 @@ def test_sft_keeps_a_cli_token_out_of_every_file(tiny_chat_model_dir, data_dir, 
 # --- every other entry point, with the tokens in its environment ---------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def lora_adapter(tmp_path_factory, tiny_chat_model_dir):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    out = tmp_path_factory.mktemp("adapter") / "adapter"
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_chat_model_dir),
-                           LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_chat_model_dir).save_pretrained(out)
-    return out
-
-
 # pretrain and sft: above; consolidate: tests/recipes/test_pretrain.py (it needs a ZeRO-3 checkpoint).
 # entry point -> command; {out}: its output folder (what it writes, searched whole), {tok} / {model} / {adapter} /
 # {export}: inputs made by the fixtures

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 from huggingface_hub import ModelCard
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList, pipeline
 
 import recipes.export
@@ -134,19 +134,6 @@ def test_recipe_lineage_follows_each_stage(tmp_path, tiny_chat_model_dir):
     assert str(tmp_path) not in (out / "README.md").read_text()
     card = ModelCard.load(out / "README.md").data  # pretrained from a preset: no base, said so
     assert card.base_model is None and card.tags == ["llm-recipes", "llama", "chatml", "from-scratch"]
-
-
-@pytest.fixture(scope="module")
-def lora_adapter(tmp_path_factory, tiny_chat_model_dir):
-    """A LoRA adapter with non-zero B (init_lora_weights=False: the default init is a no-op and would prove nothing)."""
-    out = tmp_path_factory.mktemp("lora") / "adapter"
-    base = AutoModelForCausalLM.from_pretrained(tiny_chat_model_dir, dtype=torch.float32)
-    torch.manual_seed(1)
-    model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"],
-                                            init_lora_weights=False, task_type="CAUSAL_LM"))
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_chat_model_dir).save_pretrained(out)
-    return out
 
 
 def test_lora_adapter_loads_with_peft_and_its_merged_export_gives_the_same_logits(lora_adapter, tiny_chat_model_dir,
@@ -378,6 +365,48 @@ def test_vllm_generates_the_same_greedy_tokens(exported):
     assert done.returncode == 0, done.stderr[-3000:]
     got = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
     assert got == expected
+
+
+@pytest.mark.slow
+def test_vllm_serve_answers_the_openai_client_as_make_serve_does(exported):
+    """`vllm serve` on the export, the production path on GPUs: the openai client's greedy chat completion equals
+    model.generate through the same template, as it does against make serve. Skipped where the venv was not built."""
+    import time
+    import urllib.request
+
+    import openai
+
+    from testkit import free_port
+
+    vllm = os.environ.get("VLLM_BIN") or str(REPO_ROOT / ".cache" / "vllm-venv" / "bin" / "vllm")
+    if not os.path.isfile(vllm):
+        pytest.skip("vLLM CPU venv not built on this machine (make vllm-venv; 2.5 GB, 1.5-5 min)")
+    port, key = free_port(), "sk-vllm-test"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_API_KEY": key}
+    env.pop("PYTHONPATH", None)
+    server = subprocess.Popen([vllm, "serve", str(exported), "--port", str(port), "--dtype", "float32",
+                               "--max-model-len", "256", "--enforce-eager", "--seed", "0"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline, server.stdout.read()[-3000:]
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)
+                break
+            except OSError:
+                time.sleep(1)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
+        messages = [{"role": "user", "content": "Who are you?"}]
+        reply = client.chat.completions.create(model=str(exported), messages=messages, max_tokens=16, temperature=0)
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=60)
+    tokenizer = AutoTokenizer.from_pretrained(exported)
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True, return_tensors="pt")
+    model = AutoModelForCausalLM.from_pretrained(exported, dtype=torch.float32)
+    out = model.generate(**ids, max_new_tokens=16, do_sample=False)[0, ids["input_ids"].shape[1]:]
+    assert reply.choices[0].message.content == tokenizer.decode(out, skip_special_tokens=True)
 
 
 @pytest.mark.slow  # a 128k-152k vocabulary: its embeddings and tokenizer.json are written and scanned, 5-20 s
