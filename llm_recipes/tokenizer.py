@@ -256,11 +256,11 @@ LENGTH_WARNED = "sequence-length-is-longer-than-the-specified-maximum"  # transf
 
 
 @contextmanager
-def masked_with(tokenizer, template: str | None):
-    """While a TRL trainer tokenizes its data (in its __init__): render with `template`, if given, then put the
-    model's own template back, so that checkpoints and the saved model carry the original (the one users and
-    inference servers render with). Also quiet transformers' "longer than the specified maximum ... will result in
-    indexing errors" meanwhile: TRL cuts every row at max_length itself, so no such row ever reaches the model."""
+def tokenizing_quietly(tokenizer, template: str | None = None):
+    """While a TRL trainer tokenizes its data (in its __init__): quiet transformers' "longer than the specified
+    maximum ... will result in indexing errors" (TRL cuts every row at max_length itself, so no such row ever reaches
+    the model), and render with `template` if given (SFT's masking variant), then put the model's own template back,
+    so that checkpoints and the saved model carry the original (the one users and inference servers render with)."""
     original, warned = tokenizer.chat_template, tokenizer.deprecation_warnings.get(LENGTH_WARNED)
     tokenizer.chat_template = template or original
     tokenizer.deprecation_warnings[LENGTH_WARNED] = True
@@ -275,7 +275,9 @@ def masked_with(tokenizer, template: str | None):
 # --- vocabulary extension (Chinese-LLaMA's path, for byte-level BPE) --------------------------------------------------
 
 
-CJK_LEAD_BYTES = set(range(0xE3, 0xEA)) | {0xEF}  # UTF-8 lead bytes of U+3000-U+9FFF and U+F000-U+FFFF
+CJK_RANGES = ((0x3000, 0x9FFF), (0xF000, 0xFFFF))  # CJK symbols, kana, ideographs; compatibility and full-width forms
+# their UTF-8 lead bytes (0xE3-0xE9, 0xEF): what a byte-level token of these characters starts with
+CJK_LEAD_BYTES = {b for lo, hi in CJK_RANGES for b in range(chr(lo).encode()[0], chr(hi).encode()[0] + 1)}
 
 
 def _pretokenizer_types(node: dict | None) -> list[str]:
@@ -285,7 +287,7 @@ def _pretokenizer_types(node: dict | None) -> list[str]:
 
 
 def is_cjk(char: str) -> bool:
-    return 0x3000 <= ord(char) <= 0x9FFF or 0xF000 <= ord(char) <= 0xFFFF
+    return any(lo <= ord(char) <= hi for lo, hi in CJK_RANGES)
 
 
 def check_extensible_bpe(tokenizer, name: str) -> tuple[dict, str]:

@@ -33,7 +33,7 @@ from llm_recipes.distributed import exit_skipping_teardown_on_cpu_ranks
 from llm_recipes.preference import (apply_length_policy, data_report, fit_prompts, held_out_scores,
                                     pair_log_probs, report_markdown)
 from llm_recipes.run_info import write_run_info
-from llm_recipes.tokenizer import load_chat_tokenizer, masked_with, set_stop_tokens
+from llm_recipes.tokenizer import load_chat_tokenizer, set_stop_tokens, tokenizing_quietly
 from llm_recipes.training import (RecipeTrainerMixin, RecipeTrainingArguments, TokenCountCollator, log_partition,
                                   resolve_resume, setup_trainer, train_and_save)
 
@@ -128,7 +128,7 @@ def build_trainer(script_args: ScriptArguments, args: DPOConfig, model_args: Mod
                               "attn_implementation": model_args.attn_implementation, "use_cache": False,
                               **(args.model_init_kwargs or {})}
     try:
-        with masked_with(tokenizer, None):  # the pairs are tokenized in __init__ (no length warning: TRL cuts them)
+        with tokenizing_quietly(tokenizer):  # the pairs are tokenized in __init__ (TRL cuts them at max_length)
             trainer = RecipeDPOTrainer(
                 model=model_args.model_name_or_path,
                 args=args,

@@ -36,7 +36,7 @@ from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.distributed import exit_skipping_teardown_on_cpu_ranks
 from llm_recipes.run_info import write_run_info
 from llm_recipes.sample import write_sample
-from llm_recipes.tokenizer import load_chat_tokenizer, masked_with, masking_template, set_stop_tokens
+from llm_recipes.tokenizer import load_chat_tokenizer, masking_template, set_stop_tokens, tokenizing_quietly
 from llm_recipes.training import (RecipeTrainerMixin, RecipeTrainingArguments, TokenCountCollator, resolve_resume,
                                   setup_trainer, train_and_save)
 
@@ -144,7 +144,7 @@ def build_trainer(script_args: ScriptArguments, args: SFTConfig, model_args: Mod
         callbacks.append(
             EarlyStoppingCallback(script_args.early_stopping_patience, script_args.early_stopping_threshold))
     try:
-        with masked_with(tokenizer, masking):  # the data is tokenized in __init__; the model's own template is saved
+        with tokenizing_quietly(tokenizer, masking):  # data tokenized in __init__; the own template is saved
             trainer = RecipeSFTTrainer(
                 model=model_args.model_name_or_path,
                 args=args,

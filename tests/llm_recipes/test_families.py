@@ -6,7 +6,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from llm_recipes.config import ConfigError
-from llm_recipes.tokenizer import masked_with, masking_template, stop_token_ids
+from llm_recipes.tokenizer import masking_template, stop_token_ids, tokenizing_quietly
 from testkit import FAMILIES, MODELS_DIR, SYSTEM, TURNS
 from testkit import FAMILY_EXPECTED as EXPECTED
 
@@ -60,7 +60,7 @@ def test_assistant_mask_covers_each_answer_and_its_end_of_turn(family, tokenizer
 def test_the_swap_lasts_while_the_data_is_tokenized_and_the_original_is_kept(tokenizers):
     tokenizer = tokenizers["llama3"]
     original, template = tokenizer.chat_template, masking_template(tokenizer, "llama3")
-    with masked_with(tokenizer, template):
+    with tokenizing_quietly(tokenizer, template):
         assert tokenizer.chat_template == template
     assert tokenizer.chat_template == original
 
