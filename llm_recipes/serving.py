@@ -17,13 +17,40 @@ from __future__ import annotations
 
 import hmac
 import json
+from pathlib import Path
 from typing import Any
+
+import torch
+
+from llm_recipes.checkpoints import load_model, load_tokenizer, resolve_source
+from llm_recipes.config import ConfigError
+from llm_recipes.tokenizer import set_stop_tokens
 
 CLOSED = ("/load_model", "/reset")
 
 
+def is_adapter(name: str) -> bool:
+    return (Path(name) / "adapter_config.json").is_file()
+
+
+def load_chat_model(name: str, base: str | None = None, dtype=torch.float32):
+    """A chat model and its tokenizer as the recipes load them: a folder or Hub id as saved, a LoRA adapter applied to
+    its base and merged. An adapter's base keeps its own generation_config, which knows nothing of the chat template
+    the adapter was trained with: its stop tokens are set from the adapter's tokenizer, as SFT and export set them."""
+    source = resolve_source(name, base)
+    tokenizer = load_tokenizer(source)
+    if not tokenizer.chat_template:
+        raise ConfigError(f"{source.tokenizer_path}: the tokenizer has no chat template; use an SFT, DPO or exported "
+                          "model")
+    model = load_model(source, dtype, merge=True).eval()
+    if source.kind == "adapter":
+        set_stop_tokens(model.generation_config, tokenizer)
+    return model, tokenizer
+
+
 def build_app(model: str, dtype: str = "auto", seed: int | None = None):
-    """transformers' serving app for `model` alone, as `transformers serve <model>` builds it, without starting it."""
+    """transformers' serving app for `model` alone, as `transformers serve <model>` builds it, without starting it;
+    a LoRA adapter is loaded (and merged) by load_chat_model, everything else by transformers as it would."""
     from transformers.cli.serving.chat_completion import ChatCompletionHandler
     from transformers.cli.serving.completion import CompletionHandler
     from transformers.cli.serving.model_manager import ModelManager
@@ -33,10 +60,22 @@ def build_app(model: str, dtype: str = "auto", seed: int | None = None):
     from transformers.cli.serving.transcription import TranscriptionHandler
     from transformers.cli.serving.utils import GenerationState, set_torch_seed
 
+    class AdapterAwareManager(ModelManager):
+        def _load_processor(self, model_id, gguf_file=None):
+            if not is_adapter(model_id):
+                return super()._load_processor(model_id, gguf_file=gguf_file)
+            return load_chat_model(model_id)[1]
+
+        def _load_model(self, model_id, **kwargs):
+            if not is_adapter(model_id):
+                return super()._load_model(model_id, **kwargs)
+            merged = load_chat_model(model_id)[0]
+            return merged.to("cuda") if torch.cuda.is_available() else merged
+
     if seed is not None:
         set_torch_seed(seed)
-    manager = ModelManager(device="auto", dtype=dtype, trust_remote_code=False, attn_implementation=None,
-                           continuous_batching=False, quantization=None, model_timeout=-1, force_model=model)
+    manager = AdapterAwareManager(device="auto", dtype=dtype, trust_remote_code=False, attn_implementation=None,
+                                  continuous_batching=False, quantization=None, model_timeout=-1, force_model=model)
     state = GenerationState(continuous_batching=False, compile=False, cb_config=None)
     return build_server(
         manager, ChatCompletionHandler(model_manager=manager, generation_state=state, chat_template_kwargs={}),

@@ -25,9 +25,10 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)  # it
 import torch  # noqa: E402
 from transformers import TextIteratorStreamer, set_seed  # noqa: E402
 
-from llm_recipes.checkpoints import DTYPES, load_model, load_tokenizer, resolve_source  # noqa: E402
+from llm_recipes.checkpoints import DTYPES  # noqa: E402
 from llm_recipes.config import ConfigError, RecipeParser  # noqa: E402
 from llm_recipes.preference import fit_prompt  # noqa: E402
+from llm_recipes.serving import load_chat_model  # noqa: E402
 from llm_recipes.tokenizer import stop_names  # noqa: E402
 
 
@@ -60,12 +61,7 @@ def make_parser() -> RecipeParser:
 
 
 def load(args: ChatArguments):
-    source = resolve_source(args.model_name_or_path, args.base_model_name_or_path)
-    tokenizer = load_tokenizer(source)
-    if not tokenizer.chat_template:
-        raise ConfigError(f"{source.tokenizer_path}: the tokenizer has no chat template; chat with an SFT, DPO or "
-                          "exported model")
-    model = load_model(source, DTYPES[args.dtype], merge=True).eval()
+    model, tokenizer = load_chat_model(args.model_name_or_path, args.base_model_name_or_path, DTYPES[args.dtype])
     if args.max_new_tokens >= model.config.max_position_embeddings:
         raise ConfigError(f"max_new_tokens {args.max_new_tokens} leaves no room for the conversation in the model's "
                           f"context of {model.config.max_position_embeddings} tokens")

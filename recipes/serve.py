@@ -17,15 +17,14 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)  # its CPU import warning: see recipes/sft.py
 
 from transformers import AutoConfig  # noqa: E402
 
+from llm_recipes.checkpoints import load_tokenizer, resolve_source  # noqa: E402
 from llm_recipes.config import ConfigError, RecipeParser  # noqa: E402
 from llm_recipes.serving import RequestGuard, build_app  # noqa: E402
-from llm_recipes.tokenizer import tokenizer_from  # noqa: E402
 
 logger = logging.getLogger("serve")
 
@@ -34,7 +33,8 @@ logger = logging.getLogger("serve")
 class ServeArguments:
     model_name_or_path: str = field(
         default="outputs/tiny/export",
-        metadata={"help": "A chat model folder (export, SFT, DPO, merged) or a Hub id; clients name it as given."})
+        metadata={"help": "A chat model folder (export, SFT, DPO, merged), a LoRA adapter (applied to its base and "
+                          "merged at start) or a Hub id; clients name it as given."})
     host: str = field(default="127.0.0.1", metadata={"help": "Address to listen on; 0.0.0.0 opens it to the "
                                                              "network (set an API key then)."})
     port: int = field(default=8000, metadata={"help": "Port to listen on."})
@@ -55,18 +55,15 @@ def make_parser() -> RecipeParser:
 
 def check_model(args: ServeArguments):
     """The tokenizer (it must have a chat template) and the context length, or one ConfigError line."""
-    folder = Path(args.model_name_or_path)
-    if (folder / "adapter_config.json").is_file():
-        raise ConfigError(f"{folder} is a LoRA adapter: serve a merged model (make merge-lora ADAPTER={folder}), or "
-                          f"chat with the adapter itself (make chat MODEL={folder})")
-    if folder.exists() and not (folder / "config.json").is_file():
-        raise ConfigError(f"{folder}: no config.json; serve a model folder (make export writes one)")
-    tokenizer = tokenizer_from(args.model_name_or_path)
+    source = resolve_source(args.model_name_or_path)
+    if source.kind == "zero":
+        raise ConfigError(f"{source.path} is a ZeRO checkpoint: serve a model folder (make consolidate, make export)")
+    tokenizer = load_tokenizer(source)
     if not tokenizer.chat_template:
-        raise ConfigError(f"{args.model_name_or_path}: the tokenizer has no chat template; serve an SFT, DPO or "
-                          "exported model")
+        raise ConfigError(f"{source.tokenizer_path}: the tokenizer has no chat template; use an SFT, DPO or exported "
+                          "model")
     try:
-        context = AutoConfig.from_pretrained(args.model_name_or_path).max_position_embeddings
+        context = AutoConfig.from_pretrained(source.base or source.path).max_position_embeddings
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot read the config of {args.model_name_or_path}: {str(e).splitlines()[0]}") from None
     if args.max_tokens >= context:

@@ -101,7 +101,7 @@ CASES = [
     ("chat", ["--model_name_or_path", "{nochat}"], "the tokenizer has no chat template"),
     ("chat", ["--model_name_or_path", "{model}", "--max_new_tokens", "5000"], "leaves no room for the conversation"),
     ("chat", ["--model_name_or_path", "{tmp}/nothing_here"], "nothing_here"),
-    ("serve", ["--model_name_or_path", "{adapter}"], "is a LoRA adapter: serve a merged model"),
+    ("serve", ["--model_name_or_path", "{tmp}/nothing_here"], "nothing_here"),
     ("serve", ["--model_name_or_path", "{nochat}"], "the tokenizer has no chat template"),
     ("serve", ["--model_name_or_path", "{notok}"], "model: no tokenizer files"),
     ("serve", ["--model_name_or_path", "{model}", "--max_tokens", "4096"], "leaves no room for a prompt"),

@@ -149,3 +149,23 @@ def test_bad_requests_get_a_4xx_with_a_json_error_and_the_server_lives_on(server
     assert closed.value.code == 404
     assert proc.poll() is None and alive(client, model)
     assert KEY not in log.read_text(errors="replace")
+
+
+def test_an_adapter_is_served_applied_to_its_base(lora_adapter, tiny_chat_model_dir):
+    """In this process (starlette's TestClient): transformers' server cannot open a peft folder; ours merges it."""
+    from peft import PeftModel
+    from starlette.testclient import TestClient
+
+    from llm_recipes.serving import RequestGuard, build_app
+
+    name, tokenizer = str(lora_adapter), AutoTokenizer.from_pretrained(lora_adapter)
+    app = build_app(name)
+    app.add_middleware(RequestGuard, model=name, tokenizer=tokenizer, context=1024, max_tokens=16)
+    with TestClient(app) as client:
+        assert [m["id"] for m in client.get("/v1/models").json()["data"]] == [name]
+        reply = client.post("/v1/chat/completions", json={"model": name, "messages": MESSAGES, "temperature": 0})
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_chat_model_dir), name).eval()
+    ids = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, return_dict=True, return_tensors="pt")
+    with torch.no_grad():
+        out = peft.generate(**ids, max_new_tokens=16, do_sample=False)[0, ids["input_ids"].shape[1]:]
+    assert reply.json()["choices"][0]["message"]["content"] == tokenizer.decode(out, skip_special_tokens=True)
