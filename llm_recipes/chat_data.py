@@ -47,6 +47,12 @@ from llm_recipes.corpus import TextSource, check_local_file, load_files, resolve
 # Tokenizer arguments for counting lengths: transformers' "longer than the model's maximum" warning is noise there
 COUNT_ONLY = {"verbose": False}
 
+
+def prompt_tokens(tokenizer, messages: list[dict]) -> int:
+    """Length of a conversation rendered through the chat template as a prompt (the generation prompt included)."""
+    return len(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False,
+                                             tokenizer_kwargs=COUNT_ONLY))
+
 logger = logging.getLogger(__name__)
 
 # ShareGPT speaker names -> chat roles. Anything else (e.g. "bot", "observation", "function") is an unknown role.

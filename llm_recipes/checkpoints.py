@@ -13,7 +13,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
 from llm_recipes.config import ConfigError
-from llm_recipes.tokenizer import tokenizer_from
+from llm_recipes.tokenizer import set_stop_tokens, tokenizer_from
 from llm_recipes.training import complete_checkpoints, newest_intact_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -129,6 +129,16 @@ def load_model(source: ModelSource, dtype: torch.dtype = torch.float32, merge: b
     if (Path(source.path) / "generation_config.json").is_file():  # the chat model's stop tokens (<|im_end|>)
         model.get_base_model().generation_config = GenerationConfig.from_pretrained(source.path)
     return model.merge_and_unload() if merge else model
+
+
+def load_chat_model(source: ModelSource, tokenizer, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """The model of `source` to answer chats with: in eval mode, an adapter applied to its base and merged. An
+    adapter's base keeps its own generation_config, which knows nothing of the chat template the adapter was trained
+    with: its stop tokens are set from the adapter's tokenizer, as SFT and export set them."""
+    model = load_model(source, dtype, merge=True).eval()
+    if source.kind == "adapter":
+        set_stop_tokens(model.generation_config, tokenizer)
+    return model
 
 
 def load_tokenizer(source: ModelSource):

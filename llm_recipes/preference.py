@@ -17,19 +17,14 @@ from typing import Any
 import datasets
 import torch
 
-from llm_recipes.chat_data import COUNT_ONLY
+from llm_recipes.chat_data import prompt_tokens
 
 FIT_OUTCOMES = ("kept", "prompt_trimmed", "prompt_too_long")
 
 
-def _prompt_tokens(tokenizer, messages: list[dict]) -> int:
-    return len(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False,
-                                             tokenizer_kwargs=COUNT_ONLY))
-
-
 def fit_prompt(tokenizer, prompt: list[dict], max_prompt_length: int) -> tuple[list[dict], str]:
     """The prompt with its oldest exchanges dropped until it fits (system turns kept), and what happened."""
-    if _prompt_tokens(tokenizer, prompt) <= max_prompt_length:
+    if prompt_tokens(tokenizer, prompt) <= max_prompt_length:
         return prompt, "kept"
     system = [m for m in prompt if m["role"] == "system"]
     turns = [m for m in prompt if m["role"] != "system"]
@@ -38,7 +33,7 @@ def fit_prompt(tokenizer, prompt: list[dict], max_prompt_length: int) -> tuple[l
         if len(users) < 2:
             return prompt, "prompt_too_long"
         turns = turns[users[1]:]  # the next exchange starts at the second user turn
-        if _prompt_tokens(tokenizer, system + turns) <= max_prompt_length:
+        if prompt_tokens(tokenizer, system + turns) <= max_prompt_length:
             return system + turns, "prompt_trimmed"
 
 

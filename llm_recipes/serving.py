@@ -7,8 +7,8 @@ The guard (a plain ASGI middleware) answers with an OpenAI-style JSON error and 
 - 400 for a body that is not JSON, messages that are not a non-empty list of {role, content}, a conversation the
   chat template cannot render, or a prompt that with its answer budget does not fit the model's context (a 100k
   character prompt would otherwise run a quadratic attention over 100k tokens on a 1k-token model);
-- 404 for a model other than the one served (OpenAI's `model_not_found`), and for /load_model and /reset: a server pinned to one model has no use for them, and /load_model would download
-  any Hub model a client names.
+- 404 for a model other than the one served (OpenAI's `model_not_found`), and for /load_model and /reset: a server
+  pinned to one model has no use for them, and /load_model would download any Hub model a client names.
 A request without max_tokens gets the server's default (transformers would allow 1,024 new tokens, more than a small
 model's context).
 """
@@ -22,9 +22,8 @@ from typing import Any
 
 import torch
 
-from llm_recipes.checkpoints import load_model, load_tokenizer, resolve_source
-from llm_recipes.config import ConfigError
-from llm_recipes.tokenizer import set_stop_tokens
+from llm_recipes.chat_data import prompt_tokens
+from llm_recipes.checkpoints import load_chat_model, load_tokenizer, resolve_source
 
 CLOSED = ("/load_model", "/reset")
 
@@ -33,24 +32,9 @@ def is_adapter(name: str) -> bool:
     return (Path(name) / "adapter_config.json").is_file()
 
 
-def load_chat_model(name: str, base: str | None = None, dtype=torch.float32):
-    """A chat model and its tokenizer as the recipes load them: a folder or Hub id as saved, a LoRA adapter applied to
-    its base and merged. An adapter's base keeps its own generation_config, which knows nothing of the chat template
-    the adapter was trained with: its stop tokens are set from the adapter's tokenizer, as SFT and export set them."""
-    source = resolve_source(name, base)
-    tokenizer = load_tokenizer(source)
-    if not tokenizer.chat_template:
-        raise ConfigError(f"{source.tokenizer_path}: the tokenizer has no chat template; use an SFT, DPO or exported "
-                          "model")
-    model = load_model(source, dtype, merge=True).eval()
-    if source.kind == "adapter":
-        set_stop_tokens(model.generation_config, tokenizer)
-    return model, tokenizer
-
-
 def build_app(model: str, dtype: str = "auto", seed: int | None = None):
     """transformers' serving app for `model` alone, as `transformers serve <model>` builds it, without starting it;
-    a LoRA adapter is loaded (and merged) by load_chat_model, everything else by transformers as it would."""
+    a LoRA adapter is loaded (and merged) by our load_chat_model, everything else by transformers as it would."""
     from transformers.cli.serving.chat_completion import ChatCompletionHandler
     from transformers.cli.serving.completion import CompletionHandler
     from transformers.cli.serving.model_manager import ModelManager
@@ -64,12 +48,13 @@ def build_app(model: str, dtype: str = "auto", seed: int | None = None):
         def _load_processor(self, model_id, gguf_file=None):
             if not is_adapter(model_id):
                 return super()._load_processor(model_id, gguf_file=gguf_file)
-            return load_chat_model(model_id)[1]
+            return load_tokenizer(resolve_source(model_id))
 
         def _load_model(self, model_id, **kwargs):
             if not is_adapter(model_id):
                 return super()._load_model(model_id, **kwargs)
-            merged = load_chat_model(model_id)[0]
+            source = resolve_source(model_id)
+            merged = load_chat_model(source, load_tokenizer(source))
             return merged.to("cuda") if torch.cuda.is_available() else merged
 
     if seed is not None:
@@ -149,8 +134,7 @@ class RequestGuard:
                 isinstance(m, dict) and "role" in m and "content" in m for m in messages):
             return "messages must be a non-empty list of {role, content}"
         try:
-            prompt = len(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False,
-                                                            tokenizer_kwargs={"verbose": False}))
+            prompt = prompt_tokens(self.tokenizer, messages)
         except Exception as e:  # the template's own complaint (roles out of order, content not text, ...)
             return f"the chat template cannot render these messages: {str(e).splitlines()[0] if str(e) else e!r}"
         budget = request.get("max_completion_tokens") or request.get("max_tokens")

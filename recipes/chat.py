@@ -25,11 +25,10 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)  # it
 import torch  # noqa: E402
 from transformers import TextIteratorStreamer, set_seed  # noqa: E402
 
-from llm_recipes.checkpoints import DTYPES  # noqa: E402
+from llm_recipes.checkpoints import DTYPES, load_chat_model, resolve_source  # noqa: E402
 from llm_recipes.config import ConfigError, RecipeParser  # noqa: E402
 from llm_recipes.preference import fit_prompt  # noqa: E402
-from llm_recipes.serving import load_chat_model  # noqa: E402
-from llm_recipes.tokenizer import stop_names  # noqa: E402
+from llm_recipes.tokenizer import load_chat_tokenizer, stop_names  # noqa: E402
 
 
 @dataclass
@@ -61,7 +60,9 @@ def make_parser() -> RecipeParser:
 
 
 def load(args: ChatArguments):
-    model, tokenizer = load_chat_model(args.model_name_or_path, args.base_model_name_or_path, DTYPES[args.dtype])
+    source = resolve_source(args.model_name_or_path, args.base_model_name_or_path)
+    tokenizer = load_chat_tokenizer(source.tokenizer_path, hint="chat with an SFT, DPO or exported model")
+    model = load_chat_model(source, tokenizer, DTYPES[args.dtype])
     if args.max_new_tokens >= model.config.max_position_embeddings:
         raise ConfigError(f"max_new_tokens {args.max_new_tokens} leaves no room for the conversation in the model's "
                           f"context of {model.config.max_position_embeddings} tokens")

@@ -25,12 +25,11 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 
-import torch
 from transformers import set_seed
 
 from llm_recipes.atomic import publish_dir, stop_cleanly_when_disk_full
 from llm_recipes.chat_data import ChatDataArguments, drop_too_long, load_mixture
-from llm_recipes.checkpoints import load_model, resolve_source
+from llm_recipes.checkpoints import load_chat_model, resolve_source
 from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.evaluation.scoring import generate_answers
 from llm_recipes.run_info import write_run_info
@@ -77,7 +76,7 @@ def build_pairs(args: PairsArguments) -> tuple[list[dict], dict]:
     counts = {r.source: Counter(conversations=r.used, too_long=r.too_long) for r in reports}
 
     set_seed(args.seed)
-    model = load_model(source, torch.float32)
+    model = load_chat_model(source, tokenizer)
     answers = generate_answers(model, tokenizer, [r["messages"][:-1] for r in rows], args.max_new_tokens,
                                args.batch_size)
     pairs = []

@@ -22,9 +22,10 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)  # it
 
 from transformers import AutoConfig  # noqa: E402
 
-from llm_recipes.checkpoints import load_tokenizer, resolve_source  # noqa: E402
+from llm_recipes.checkpoints import resolve_source  # noqa: E402
 from llm_recipes.config import ConfigError, RecipeParser  # noqa: E402
 from llm_recipes.serving import RequestGuard, build_app  # noqa: E402
+from llm_recipes.tokenizer import load_chat_tokenizer  # noqa: E402
 
 logger = logging.getLogger("serve")
 
@@ -58,10 +59,7 @@ def check_model(args: ServeArguments):
     source = resolve_source(args.model_name_or_path)
     if source.kind == "zero":
         raise ConfigError(f"{source.path} is a ZeRO checkpoint: serve a model folder (make consolidate, make export)")
-    tokenizer = load_tokenizer(source)
-    if not tokenizer.chat_template:
-        raise ConfigError(f"{source.tokenizer_path}: the tokenizer has no chat template; use an SFT, DPO or exported "
-                          "model")
+    tokenizer = load_chat_tokenizer(source.tokenizer_path, hint="serve an SFT, DPO or exported model")
     try:
         context = AutoConfig.from_pretrained(source.base or source.path).max_position_embeddings
     except (OSError, ValueError) as e:

@@ -158,6 +158,17 @@ def run_as_main(script: Path, argv: list[str], monkeypatch, capsys, env: dict | 
     return code, out.out + out.err
 
 
+def greedy_ids(model, tokenizer, messages: list[dict], max_new_tokens: int) -> list[int]:
+    """The new token ids of a greedy `model.generate` on `messages` through the chat template, one prompt, no padding:
+    what a recipe's answers (chat, serve, on-policy pairs) are checked against."""
+    import torch
+
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
+    return out[0, ids["input_ids"].shape[1]:].tolist()
+
+
 def start_recipe(name: str, argv: list[str], processes: int = 1, port: int = 29661) -> subprocess.Popen:
     """recipes/<name>.py in its own process group (so a kill takes the whole launch): plain python, or
     `accelerate launch` with ZeRO-3 on 2+ processes; stdout and stderr together, as text."""

@@ -10,12 +10,11 @@ import sys
 import time
 
 import pytest
-import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import recipes.chat
-from testkit import REPO_ROOT
+from testkit import REPO_ROOT, greedy_ids
 
 PROMPT = ">>> "
 GREEDY = ["--do_sample", "false", "--max_new_tokens", "16", "--repetition_penalty", "1.0"]
@@ -51,10 +50,7 @@ class Terminal:
 
 
 def greedy(model, tokenizer, messages) -> str:
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True, return_tensors="pt")
-    with torch.no_grad():
-        out = model.generate(**ids, max_new_tokens=16, do_sample=False)
-    return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    return tokenizer.decode(greedy_ids(model, tokenizer, messages, 16), skip_special_tokens=True)
 
 
 @pytest.mark.slow  # a new interpreter (imports: ~7 s) on a pseudo-terminal, as a user runs it
@@ -95,3 +91,21 @@ def test_an_adapter_is_applied_to_its_base(lora_adapter, tiny_chat_model_dir):
     assert text == greedy(peft.eval(), tokenizer, messages) != greedy(
         AutoModelForCausalLM.from_pretrained(tiny_chat_model_dir).eval(), tokenizer, messages)
     assert shown.getvalue() == text + "\n"
+
+
+def test_an_adapter_stops_at_its_end_of_turn_whatever_its_base_says(lora_adapter, tiny_chat_model_dir, tmp_path):
+    """A pretrained base's generation_config knows only its eos; the adapter's template ends a turn with <|im_end|>."""
+    import json
+    import shutil
+
+    base, adapter = tmp_path / "base", tmp_path / "adapter"
+    shutil.copytree(tiny_chat_model_dir, base)
+    shutil.copytree(lora_adapter, adapter)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    (base / "generation_config.json").write_text(json.dumps({"eos_token_id": tokenizer.eos_token_id}))
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": str(base)}))
+    args = recipes.chat.make_parser().parse(["--model_name_or_path", str(adapter), *GREEDY])[0]
+    model, _ = recipes.chat.load(args)
+    assert model.generation_config.eos_token_id == [tokenizer.eos_token_id,
+                                                    tokenizer.convert_tokens_to_ids("<|im_end|>")]

@@ -4,12 +4,11 @@ template, cut at its stop tokens) is `rejected`, every conversation is accounted
 import json
 
 import pytest
-import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import recipes.on_policy_pairs
 from llm_recipes.chat_data import PREFERENCE, ChatDataArguments, load_mixture
-from testkit import REPO_ROOT, run_recipe_error
+from testkit import REPO_ROOT, greedy_ids, run_recipe_error
 
 SEEDS_EN = "stanford_alpaca/seed_tasks.jsonl"
 SEEDS_ZH = "belle_zh_seed_tasks/zh_seed_tasks.jsonl"
@@ -39,10 +38,7 @@ def test_chosen_is_the_reference_and_rejected_is_the_models_own_greedy_answer(pa
     stops = model.generation_config.eos_token_id
     for row in rows[:6]:  # one prompt at a time, no padding: the batched, left-padded answers must be the same
         assert row["prompt"][-1]["role"] == "user" and [m["role"] for m in row["chosen"]] == ["assistant"]
-        ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, return_dict=True,
-                                            return_tensors="pt")
-        with torch.no_grad():
-            new = model.generate(**ids, max_new_tokens=12, do_sample=False)[0, ids["input_ids"].shape[1]:].tolist()
+        new = greedy_ids(model, tokenizer, row["prompt"], 12)
         new = new[:next((i for i, t in enumerate(new) if t in stops), len(new))]
         assert row["rejected"] == [{"role": "assistant", "content": tokenizer.decode(new, skip_special_tokens=True)}]
 

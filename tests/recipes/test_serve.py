@@ -14,10 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
-import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from testkit import REPO_ROOT, free_port
+from testkit import REPO_ROOT, free_port, greedy_ids
 
 KEY = "sk-test-9f8e7d6c5b4a"  # planted: must appear in no log line
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name three colours."}]
@@ -54,22 +53,13 @@ def alive(client, model) -> bool:
     return reply.choices[0].message.content is not None
 
 
-def greedy_ids(model_dir, messages, max_new_tokens) -> list[int]:
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True, return_tensors="pt")
-    with torch.no_grad():
-        out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
-    return out[0, ids["input_ids"].shape[1]:].tolist()
-
-
 @pytest.mark.slow  # the server start-up, once for the module
 def test_openai_client_gets_greedy_answers_token_for_token_streamed_or_not(server, tiny_chat_model_dir):
     client, _, _, _ = server
     model = str(tiny_chat_model_dir)
     assert [m.id for m in client.models.list().data] == [model]
     tokenizer = AutoTokenizer.from_pretrained(tiny_chat_model_dir)
-    expected = greedy_ids(tiny_chat_model_dir, MESSAGES, 24)
+    expected = greedy_ids(AutoModelForCausalLM.from_pretrained(tiny_chat_model_dir).eval(), tokenizer, MESSAGES, 24)
     stops = tokenizer.convert_tokens_to_ids(["<|im_end|>"])
     reply = client.chat.completions.create(model=model, messages=MESSAGES, max_tokens=24, temperature=0)
     assert reply.choices[0].message.content == tokenizer.decode(expected, skip_special_tokens=True)
@@ -165,7 +155,5 @@ def test_an_adapter_is_served_applied_to_its_base(lora_adapter, tiny_chat_model_
         assert [m["id"] for m in client.get("/v1/models").json()["data"]] == [name]
         reply = client.post("/v1/chat/completions", json={"model": name, "messages": MESSAGES, "temperature": 0})
     peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_chat_model_dir), name).eval()
-    ids = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, return_dict=True, return_tensors="pt")
-    with torch.no_grad():
-        out = peft.generate(**ids, max_new_tokens=16, do_sample=False)[0, ids["input_ids"].shape[1]:]
-    assert reply.json()["choices"][0]["message"]["content"] == tokenizer.decode(out, skip_special_tokens=True)
+    expected = tokenizer.decode(greedy_ids(peft, tokenizer, MESSAGES, 16), skip_special_tokens=True)
+    assert reply.json()["choices"][0]["message"]["content"] == expected
