@@ -50,11 +50,20 @@ def fork_warm(argv: list[str], entry: tuple[str, str], out_fd: int) -> int:
     pid = os.fork()
     if pid:
         return pid
-    code = 1
     try:
         os.setsid()
         os.dup2(out_fd, 1), os.dup2(out_fd, 2)
         os.close(out_fd)
+    except BaseException:
+        os._exit(1)  # never unwind into the caller's frames in a child
+    run_entry_and_exit(argv, entry)
+
+
+def run_entry_and_exit(argv: list[str], entry: tuple[str, str]) -> None:
+    """In a forked child: run the script or module as `__main__` with `argv` as the interpreter would (sys.argv,
+    sys.path[0], exit code, a sys.exit message, a traceback, atexit handlers), then end the process."""
+    code = 1
+    try:
         kind, target = entry
         sys.argv = [target, *argv[(3 if kind == "module" else 2):]]
         if kind == "path":
@@ -70,7 +79,7 @@ def fork_warm(argv: list[str], entry: tuple[str, str], out_fd: int) -> int:
             print(e.code, file=sys.stderr)
     except BaseException:
         traceback.print_exc()
-    finally:  # what the interpreter does at exit, without unwinding into the pipeline's frames above
+    finally:  # what the interpreter does at exit, without unwinding into the caller's frames above
         threading._shutdown()
         atexit._run_exitfuncs()
         sys.stdout.flush(), sys.stderr.flush()

@@ -23,7 +23,7 @@ from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.corpus import CorpusArguments, load_corpus
 from llm_recipes.packing import count_token, count_tokens, mix_by_weight, pack, tokenize, tokenizer_fingerprint
 from llm_recipes.run_info import write_run_info
-from llm_recipes.tokenizer import quick_to_hash, tokenizer_from
+from llm_recipes.tokenizer import tokenizer_from
 
 logger = logging.getLogger("pack")
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"block_size must be at least 2, got {args.block_size}")
     num_proc = args.num_proc or os.cpu_count() or 1
     try:
-        tokenizer = quick_to_hash(tokenizer_from(args.tokenizer_name_or_path))  # hashed per map
+        tokenizer = tokenizer_from(args.tokenizer_name_or_path)
         splits, corpus_stats = load_corpus(corpus_args)
     except (ConfigError, OSError) as e:
         parser.error(str(e))

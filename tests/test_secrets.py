@@ -4,17 +4,17 @@ run with tokens planted in its environment (HF_TOKEN, WANDB_API_KEY), writes the
 same logs, as a user's console: none of the library noise we silence or fixed at its cause (testkit.NOISE)."""
 
 import os
-import subprocess
 import sys
 
 import pytest
 import yaml
 
 from testkit import DATA_DIR, PLANTED_ENV, REPO_ROOT, TOKEN, noise, pretrain_args, secret_leaks
+import warmproc
 
 
 def run(args, tmp_path):
-    done = subprocess.run([sys.executable, *args, "--hub_token", TOKEN], cwd=REPO_ROOT, capture_output=True, text=True)
+    done = warmproc.run([sys.executable, *args, "--hub_token", TOKEN], cwd=REPO_ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert noise(done.stdout + done.stderr) == []
     return done.stdout + done.stderr
@@ -85,7 +85,7 @@ def test_entry_point_writes_no_planted_secret(entry, tmp_path, tokenizer_config,
     while command:  # `a && b`: one command after the other
         step, command = (command[:command.index("&&")], command[command.index("&&") + 1:]) if "&&" in command \
             else (command, [])
-        done = subprocess.run([sys.executable, *step], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+        done = warmproc.run([sys.executable, *step], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]
         log += done.stdout + done.stderr
     assert noise(log) == []

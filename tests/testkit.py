@@ -19,6 +19,7 @@ from typing import Callable, Iterable
 import pytest
 
 from llm_recipes.training import complete_checkpoints
+import warmproc
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
@@ -176,9 +177,9 @@ def start_recipe(name: str, argv: list[str], processes: int = 1, port: int = 296
         sys.executable, "-m", "accelerate.commands.launch", "--config_file",
         str(REPO_ROOT / "launch/accelerate/zero3.yaml"), "--num_processes", str(processes), "--main_process_port",
         str(port)]
-    return subprocess.Popen([*launcher, str(REPO_ROOT / f"recipes/{name}.py"), *argv], cwd=REPO_ROOT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return warmproc.popen([*launcher, str(REPO_ROOT / f"recipes/{name}.py"), *argv], cwd=REPO_ROOT,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
 # The shipped samples read directly (English Wikipedia, Shakespeare, web text; Chinese ci, Analects, hotel reviews),

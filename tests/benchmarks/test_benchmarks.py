@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+import warmproc
 
 # script -> its arguments besides --tiny ({name}: a fixture), and whether it is slow (over ~8 s on a quiet 2-core box)
 SCRIPTS = {
@@ -39,8 +40,8 @@ def test_tiny_run_prints_its_ratio(name, repo_root, data_dir, request):
     argv = [a.format(**{f: request.getfixturevalue(f) for f in re.findall(r"{(\w+)}", a)}) for a in SCRIPTS[name][0]]
     # one torch thread: on a shared 2-core box two threads spin-wait for each other (this folder took 1.5x as long)
     env = {**os.environ, "DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, str(repo_root / "benchmarks" / f"{name}.py"), "--tiny", *argv],
-                          cwd=repo_root, env=env, capture_output=True, text=True, timeout=600, check=False)
+    done = warmproc.run([sys.executable, str(repo_root / "benchmarks" / f"{name}.py"), "--tiny", *argv],
+                        cwd=repo_root, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     assert RATIO_LINE.search(done.stdout), done.stdout[-3000:]
 

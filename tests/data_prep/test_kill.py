@@ -13,12 +13,13 @@ import time
 import pytest
 from dp_helpers import TINY, split_hashes
 from testkit import TWO_PROCESSES
+import warmproc
 
 
 def start(repo_root, out, *extra):
-    return subprocess.Popen([sys.executable, "-m", "data_prep", "--config", str(repo_root / TINY), "--output_dir",
-                             str(out), *extra], cwd=repo_root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)  # its own process group: the kill reaches the workers
+    return warmproc.popen([sys.executable, "-m", "data_prep", "--config", str(repo_root / TINY), "--output_dir",
+                           str(out), *extra], cwd=repo_root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, start_new_session=True)  # its own process group: the kill reaches the workers
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from dp_helpers import TINY, split_hashes
 from testkit import TWO_PROCESSES, free_port
+import warmproc
 
 pytestmark = TWO_PROCESSES
 TIMEOUT = 300  # per command: a cluster that never comes up or a stage that never ends fails instead of blocking
@@ -92,8 +93,8 @@ def ray_cluster(tmp_path):
 
 
 def probe(address: str, env: dict, nodes: int) -> dict:
-    done = subprocess.run([sys.executable, "-c", PROBE, address, str(nodes)], env=env, capture_output=True, text=True,
-                          timeout=TIMEOUT, check=False)
+    done = warmproc.run([sys.executable, "-c", PROBE, address, str(nodes)], env=env, capture_output=True, text=True,
+                        timeout=TIMEOUT, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.splitlines()[-1])
 
@@ -105,9 +106,9 @@ def test_two_node_ray_cluster_gives_byte_identical_output_and_report(repo_root, 
     assert len(nodes) == 2, nodes
 
     out = tmp_path / "ray"
-    done = subprocess.run([sys.executable, "-m", "data_prep", "--config", str(repo_root / TINY), "--output_dir", str(out),
-                           "--executor", "ray", "--ray_address", address], cwd=repo_root, env=env,
-                          capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    done = warmproc.run([sys.executable, "-m", "data_prep", "--config", str(repo_root / TINY), "--output_dir", str(out),
+                         "--executor", "ray", "--ray_address", address], cwd=repo_root, env=env,
+                        capture_output=True, text=True, timeout=TIMEOUT, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     # every stage's tasks ran as datatrove RankWorker actors of this cluster, on both of its nodes

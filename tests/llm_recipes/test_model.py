@@ -1,5 +1,4 @@
 import json
-import subprocess
 import sys
 
 import pytest
@@ -16,6 +15,7 @@ from llm_recipes.model import (
     training_flops_per_token,
     zero3_memory_estimates,
 )
+import warmproc
 
 
 def count(preset, **overrides):
@@ -106,7 +106,7 @@ def test_unknown_preset_and_incomplete_shape():
 
 
 def test_model_info_cli(repo_root):
-    out = subprocess.run(
+    out = warmproc.run(
         [sys.executable, "-m", "llm_recipes.model_info", "--config", "configs/model/7b.yaml", "--num_gpus", "8", "--json"],
         cwd=repo_root, capture_output=True, text=True, check=True,
     )
@@ -118,7 +118,7 @@ def test_model_info_cli(repo_root):
 def test_model_info_cli_bad_key(repo_root, tmp_path):
     bad = tmp_path / "m.yaml"
     bad.write_text("hidden_size: 64\nnum_layers: 2\n")
-    out = subprocess.run(
+    out = warmproc.run(
         [sys.executable, "-m", "llm_recipes.model_info", "--config", str(bad)], cwd=repo_root, capture_output=True, text=True
     )
     assert out.returncode == 2 and "num_layers" in out.stderr and str(bad) in out.stderr

@@ -17,6 +17,7 @@ from llm_recipes.classification import ClassifyDataArguments, load_splits
 from llm_recipes.training import CHECKPOINT_COMPLETE
 from testkit import (FAMILIES, REPO_ROOT, TWO_PROCESSES, assert_resumed_at, assert_resumed_batches,
                      assert_same_losses, data_order, history, kill_once_exists, newest_checkpoint_step, run_main)
+import warmproc
 
 CONFIG = str(REPO_ROOT / "configs/classify/tiny.yaml")
 
@@ -116,9 +117,9 @@ def test_a_family_base_classifies_with_lora_and_keeps_its_tokenizer(family, fami
 
 
 def run_classify(model, out, *extra):
-    return subprocess.Popen([sys.executable, str(REPO_ROOT / "recipes/classify.py"), *classify_args(model, out, *extra)],
-                            cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return warmproc.popen([sys.executable, str(REPO_ROOT / "recipes/classify.py"), *classify_args(model, out, *extra)],
+                          cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
 @pytest.mark.slow
@@ -194,12 +195,12 @@ def test_an_encoder_trains_with_lora_and_its_classifier_head(tiny_bert_dir, data
 @TWO_PROCESSES
 def test_zero3_two_processes_train_and_score_every_held_out_row_once(tiny_chat_model_dir, tmp_path):
     out = tmp_path / "z3"
-    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                           str(REPO_ROOT / "launch/accelerate/zero3.yaml"), "--num_processes", "2",
-                           "--main_process_port", "29671", str(REPO_ROOT / "recipes/classify.py"),
-                           *classify_args(tiny_chat_model_dir, out, "--max_steps", "10", "--eval_steps", "10",
-                                          "--save_steps", "10", "--train_fraction", "0.2")],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    done = warmproc.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                         str(REPO_ROOT / "launch/accelerate/zero3.yaml"), "--num_processes", "2",
+                         "--main_process_port", "29671", str(REPO_ROOT / "recipes/classify.py"),
+                         *classify_args(tiny_chat_model_dir, out, "--max_steps", "10", "--eval_steps", "10",
+                                        "--save_steps", "10", "--train_fraction", "0.2")],
+                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for rank in (0, 1):
         assert f"[rank {rank}] ZeRO-3 partition: holds" in done.stdout + done.stderr

@@ -1,5 +1,4 @@
 import json
-import subprocess
 import sys
 
 import pytest
@@ -13,6 +12,7 @@ import recipes.extend_tokenizer
 import recipes.pack
 import recipes.pretrain
 from testkit import MODELS_DIR, REPO_ROOT, TWO_PROCESSES, run_recipe_error
+import warmproc
 from llm_recipes.corpus import CorpusArguments, load_corpus
 from llm_recipes.tokenizer import train_bpe, wrap
 
@@ -187,7 +187,7 @@ def test_zero3_two_processes_grow_the_embeddings_and_save(english_model, extende
            str(REPO_ROOT / "recipes/pretrain.py"),
            *continue_args(english_model, packed_zh, out, "--train_only_embeddings", "true", "--learning_rate",
                           "1e-12")]  # (almost) no update: the saved rows are still the initial ones
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    proc = warmproc.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "[rank 1] ZeRO-3 partition" in proc.stdout + proc.stderr
     saved, start = load_file(out / "model.safetensors"), load_file(english_model / "model.safetensors")

@@ -12,6 +12,7 @@ import pytest
 from testkit import (ACCELERATE, REPO_ROOT, TWO_PROCESSES, assert_resumed_at, assert_resumed_batches,
                      assert_same_losses_and_weights, data_order, free_port, history, kill_tree, losses,
                      newest_checkpoint_step, pretrain_args)
+import warmproc
 
 from llm_recipes.training import CHECKPOINT_COMPLETE
 
@@ -24,8 +25,8 @@ TIMEOUT = 300  # per launch: a rendezvous that never completes fails the test in
 
 def start(cmd: list[str], log) -> subprocess.Popen:
     # LOGLEVEL=INFO: torchrun's agent logs its rendezvous result (group_rank = machine rank, world sizes)
-    return subprocess.Popen(cmd, cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", "LOGLEVEL": "INFO"},
-                            stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return warmproc.popen(cmd, cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", "LOGLEVEL": "INFO"},
+                          stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
 @contextmanager
@@ -96,7 +97,7 @@ def test_two_machines_train_checkpoint_and_resume_like_one(tiny_packed_dir, tmp_
     baseline = tmp_path / "one_machine"
     cmd = [*ACCELERATE, "--config_file", ZERO3, "--num_processes", "2", "--main_process_port", str(free_port()),
            str(REPO_ROOT / "recipes/pretrain.py"), *pretrain_args(tiny_packed_dir, baseline, *COMMON)]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    proc = warmproc.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=TIMEOUT, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     run = tmp_path / "two_machines"

@@ -7,6 +7,7 @@ from transformers import AutoTokenizer
 
 import recipes.pack
 from testkit import run_recipe_error
+import warmproc
 
 
 def write_jsonl(path, texts):
@@ -145,8 +146,8 @@ def test_killed_runs_never_look_complete_and_a_rerun_is_byte_identical(tmp_path,
         env = {**os.environ, "HF_DATASETS_CACHE": str(cache)}
         args = ["--train_sources", str(corpus), "--tokenizer_name_or_path", str(tiny_tokenizer_dir), "--output_dir",
                 str(out), "--block_size", "64", "--validation_split_size", "0.1", "--num_proc", "2"]
-        return subprocess.Popen([sys.executable, str(REPO_ROOT / "recipes/pack.py"), *args], cwd=REPO_ROOT, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        return warmproc.popen([sys.executable, str(REPO_ROOT / "recipes/pack.py"), *args], cwd=REPO_ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def files(out):
         return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))

@@ -20,6 +20,7 @@ from testkit import (ACCELERATE, FAMILIES, PLANTED_ENV, REPO_ROOT, TWO_PROCESSES
                      assert_same_losses_and_weights, built_once, data_order, history, kill_during_evaluation,
                      kill_once_exists, kill_when, losses, newest_checkpoint_step, pretrain_args, run_main,
                      run_recipe_error, secret_leaks)
+import warmproc
 from llm_recipes.checkpoints import resolve_source
 from llm_recipes.model import ModelArguments, build_llama_config
 from llm_recipes.training import CHECKPOINT_COMPLETE, complete_checkpoints
@@ -103,8 +104,8 @@ def test_unknown_yaml_key_names_file(tiny_packed_dir, tmp_path, capsys):
 
 def run_pretrain(args, **kwargs):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, str(REPO_ROOT / "recipes/pretrain.py"), *args], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+    return warmproc.popen([sys.executable, str(REPO_ROOT / "recipes/pretrain.py"), *args], cwd=REPO_ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
 KILL_COMMON = ["--max_steps", "60", "--save_steps", "10", "--save_total_limit", "3", "--logging_steps", "1",
@@ -173,7 +174,7 @@ def test_zero3_two_processes_partition_shard_and_save(tiny_packed_dir, tmp_path)
            "--main_process_port", "29631", str(REPO_ROOT / "recipes/pretrain.py"),
            *pretrain_args(tiny_packed_dir, out, "--max_steps", "6", "--save_steps", "6", "--logging_steps", "2",
                           "--eval_steps", "6", "--log_data_order", "true")]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    proc = warmproc.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     output = proc.stdout + proc.stderr
 
@@ -190,9 +191,9 @@ def test_zero3_two_processes_partition_shard_and_save(tiny_packed_dir, tmp_path)
 
     # 3. the consolidated save equals an independent gather of the trained weights (DeepSpeed's zero_to_fp32 on the
     #    last checkpoint's fp32 shards), checked in a plain process; with secrets in its environment, it writes none
-    done = subprocess.run([sys.executable, "recipes/consolidate.py", "--checkpoint_dir", str(out / "checkpoint-6"),
-                           "--output_dir", str(tmp_path / "gathered"), "--dtype", "float32"], cwd=REPO_ROOT,
-                          env={**os.environ, **PLANTED_ENV}, capture_output=True, text=True)
+    done = warmproc.run([sys.executable, "recipes/consolidate.py", "--checkpoint_dir", str(out / "checkpoint-6"),
+                         "--output_dir", str(tmp_path / "gathered"), "--dtype", "float32"], cwd=REPO_ROOT,
+                        env={**os.environ, **PLANTED_ENV}, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert secret_leaks(tmp_path / "gathered", done.stdout + done.stderr) == []
     saved = LlamaForCausalLM.from_pretrained(out)
@@ -252,8 +253,8 @@ def test_zero3_two_processes_kill_and_resume(tiny_packed_dir, tmp_path):
         cmd = [*ACCELERATE, "--config_file", str(REPO_ROOT / "launch/accelerate/zero3.yaml"), "--num_processes", "2",
                "--main_process_port", str(port), str(REPO_ROOT / "recipes/pretrain.py"),
                *pretrain_args(tiny_packed_dir, out, *common, *extra)]
-        return subprocess.Popen(cmd, cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        return warmproc.popen(cmd, cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
     baseline, killed = tmp_path / "baseline", tmp_path / "killed"
     out, _ = (proc := launch(baseline, 29641)).communicate(timeout=600)
@@ -374,7 +375,7 @@ def test_zero3_two_processes_continued_pretraining_partitions_and_saves(tiny_pac
     cmd = [*ACCELERATE, "--config_file", str(REPO_ROOT / "launch/accelerate/zero3.yaml"), "--num_processes", "2",
            "--main_process_port", "29635", str(REPO_ROOT / "recipes/pretrain.py"),
            *continue_args(tiny_packed_dir, pretrained, out)]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    proc = warmproc.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     output = proc.stdout + proc.stderr
     for rank in (0, 1):

@@ -3,7 +3,6 @@ that the token is used but never shown. Also the trainers' own push_to_hub durin
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
@@ -13,6 +12,7 @@ from transformers import AutoModelForCausalLM
 from fakehub import FakeHub
 import recipes.export
 from testkit import DATA_DIR, REPO_ROOT, pretrain_args, run_recipe_error
+import warmproc
 
 TOKEN = "hf_testTokenThatMustNeverBePrinted"
 
@@ -36,8 +36,8 @@ def hub_env(hub, tmp_path, token=TOKEN):
 
 
 def push(env, *args):
-    return subprocess.run([sys.executable, str(REPO_ROOT / "recipes/push.py"), *args], capture_output=True, text=True,
-                          env=env, cwd=REPO_ROOT)
+    return warmproc.run([sys.executable, str(REPO_ROOT / "recipes/push.py"), *args], capture_output=True, text=True,
+                        env=env, cwd=REPO_ROOT)
 
 
 def test_dry_run_lists_the_files_without_network_or_token(exported, tmp_path):
@@ -96,8 +96,8 @@ def test_push_uploads_the_folder_and_a_client_pulls_the_same_model(exported, tmp
         assert TOKEN in hub.tokens_seen  # sent as the Authorization header
         assert TOKEN not in done.stdout + done.stderr
         assert any("lfs/objects/batch" in r for r in hub.requests)  # weights went the LFS way
-        pulled = subprocess.run([sys.executable, "-c", PULL, "tester/pushed", "v0.1", str(tmp_path / "pulled.pt")],
-                                capture_output=True, text=True, env={**env, "HF_TOKEN": TOKEN})
+        pulled = warmproc.run([sys.executable, "-c", PULL, "tester/pushed", "v0.1", str(tmp_path / "pulled.pt")],
+                              capture_output=True, text=True, env={**env, "HF_TOKEN": TOKEN})
         assert pulled.returncode == 0, pulled.stderr[-3000:]
     got = torch.load(tmp_path / "pulled.pt")
     model = AutoModelForCausalLM.from_pretrained(exported, dtype=torch.float32)
@@ -114,8 +114,8 @@ def test_pretraining_pushes_checkpoints_while_it_trains(tiny_packed_dir, tmp_pat
         args = pretrain_args(tiny_packed_dir, tmp_path / "run", "--max_steps", "4", "--save_steps", "2",
                              "--eval_strategy", "no", "--push_to_hub", "true", "--hub_model_id", "tester/live",
                              "--hub_strategy", "every_save", "--hub_private_repo", "true")
-        done = subprocess.run([sys.executable, str(REPO_ROOT / "recipes/pretrain.py"), *args], capture_output=True,
-                              text=True, env=env, cwd=REPO_ROOT)
+        done = warmproc.run([sys.executable, str(REPO_ROOT / "recipes/pretrain.py"), *args], capture_output=True,
+                            text=True, env=env, cwd=REPO_ROOT)
         assert done.returncode == 0, done.stderr[-3000:]
         files = hub.files("tester/live")
         summaries = [c["summary"] for c in hub.repos["tester/live"].commits]

@@ -17,6 +17,7 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from testkit import REPO_ROOT, free_port, greedy_ids
+import warmproc
 
 KEY = "sk-test-9f8e7d6c5b4a"  # planted: must appear in no log line
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name three colours."}]
@@ -27,10 +28,10 @@ def server(tiny_chat_model_dir, tmp_path_factory):
     """One server for the module (start-up: imports, FastAPI, model load, ~10 s), its log kept for the key check."""
     port, log = free_port(), tmp_path_factory.mktemp("serve") / "server.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "recipes/serve.py", "--config", "configs/chat/serve.yaml",
-                                 "--model_name_or_path", str(tiny_chat_model_dir), "--port", str(port),
-                                 "--log_level", "info"], cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "LLM_RECIPES_API_KEY": KEY}, start_new_session=True)
+        proc = warmproc.popen([sys.executable, "recipes/serve.py", "--config", "configs/chat/serve.yaml",
+                               "--model_name_or_path", str(tiny_chat_model_dir), "--port", str(port),
+                               "--log_level", "info"], cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
+                              env={**os.environ, "LLM_RECIPES_API_KEY": KEY}, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while True:

@@ -1,7 +1,6 @@
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 
 import pytest
@@ -15,6 +14,7 @@ from testkit import (ACCELERATE, FAMILIES, FAMILY_EXPECTED, REPO_ROOT, SYSTEM, T
                      assert_resumed_at, assert_resumed_batches,
                      assert_same_losses, assert_same_update, data_order, kill_once_exists, newest_checkpoint_step,
                      run_main, run_recipe_error, start_recipe)
+import warmproc
 from safetensors.torch import load_file
 
 from llm_recipes.model import ModelArguments, build_llama_config
@@ -339,8 +339,8 @@ def launch_zero3(config, base_dir, out, port, *extra):
     cmd = [*ACCELERATE, "--config_file", str(REPO_ROOT / "launch/accelerate/zero3.yaml"), "--num_processes", "2",
            "--main_process_port", str(port), str(REPO_ROOT / "recipes/sft.py"),
            *sft_args(config, base_dir, out, *extra)]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = warmproc.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 
