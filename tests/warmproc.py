@@ -75,8 +75,8 @@ def _child(request: dict, fds: list[int], import_output: bytes) -> None:
     run_entry_and_exit(request["argv"], tuple(request["entry"]))
 
 
-def serve(path: str) -> None:
-    """Import PRELOAD, then fork one child per request on the unix socket at `path` and report its exit status."""
+def serve(path: str, preload: list[str]) -> None:
+    """Import `preload`, then fork one child per request on the unix socket at `path` and report its exit status."""
     import importlib
     import threading
 
@@ -84,7 +84,7 @@ def serve(path: str) -> None:
     capture = tempfile.TemporaryFile()
     saved = os.dup(1), os.dup(2)
     os.dup2(capture.fileno(), 1), os.dup2(capture.fileno(), 2)
-    for module in PRELOAD:
+    for module in preload:
         importlib.import_module(module)
     sys.stdout.flush(), sys.stderr.flush()
     os.dup2(saved[0], 1), os.dup2(saved[1], 2)
@@ -161,8 +161,8 @@ def _zygote_for(env: dict) -> str | None:
         _zygotes.pop(oldest)["proc"].kill()
     path = os.path.join(tempfile.mkdtemp(prefix="warmproc-"), "zygote.sock")
     with open(Path(path).parent / "zygote.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), path], cwd=REPO_ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), path, ",".join(PRELOAD)], cwd=REPO_ROOT,
+                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     atexit.register(proc.kill)
     deadline = time.time() + 300
     while not os.path.exists(path):
@@ -327,4 +327,4 @@ def run(args, cwd=None, env=None, capture_output=False, text=False, timeout=None
 if __name__ == "__main__":
     # not tests/ first on the path, where tests/llm_recipes/ would be imported as a namespace package named llm_recipes
     sys.path[0] = str(REPO_ROOT)
-    serve(sys.argv[1])
+    serve(sys.argv[1], sys.argv[2].split(","))
