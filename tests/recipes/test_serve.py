@@ -20,6 +20,7 @@ from testkit import REPO_ROOT, free_port, greedy_ids
 import warmproc
 
 KEY = "sk-test-9f8e7d6c5b4a"  # planted: must appear in no log line
+pytestmark = pytest.mark.xdist_group("serve")  # one worker, one server (~10 s to start) for the whole module
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name three colours."}]
 
 
