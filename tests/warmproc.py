@@ -11,7 +11,8 @@ start of each child's stderr, as a new interpreter would print it.
 A command runs in a new interpreter when a fork could not be like one: another program, `-c` code, interpreter flags
 or Popen options beyond those below. The libraries read some variables when they are imported (HF_ENDPOINT, HF_HOME,
 a planted HF_TOKEN, ...), so a zygote serves only commands whose environment equals the one it imported under, but
-for RUNTIME_ENV; another environment gets a zygote of its own (at most MAX_ZYGOTES per worker).
+for RUNTIME_ENV; another environment gets a zygote of its own (at most MAX_ZYGOTES per worker). The first command of
+each environment runs in a new interpreter, the zygote starting with the second.
 """
 
 from __future__ import annotations
@@ -140,6 +141,7 @@ def serve(path: str, preload: list[str]) -> None:
 
 MAX_ZYGOTES = 3  # per worker, each ~1 GB resident: the least recently used one goes
 _zygotes: dict[frozenset, dict] = {}  # the environment a zygote imported its libraries under -> {proc, path, used}
+_asked: dict[frozenset, int] = {}  # how often each environment was asked for: a zygote from the second time on
 
 
 def _import_env(env: dict) -> frozenset:
@@ -156,6 +158,11 @@ def _zygote_for(env: dict) -> str | None:
             return None
         zygote["used"] = time.monotonic()
         return zygote["path"]
+    # Starting a zygote costs what one new interpreter costs (the imports) and pays off only when the environment comes
+    # back: a one-off (a test's own HF_ENDPOINT) runs in a new interpreter, which may import far less (push.py).
+    _asked[key] = _asked.get(key, 0) + 1
+    if _asked[key] < 2:
+        return None
     if len(_zygotes) >= MAX_ZYGOTES:
         oldest = min(_zygotes, key=lambda k: _zygotes[k]["used"])
         _zygotes.pop(oldest)["proc"].kill()
