@@ -30,11 +30,17 @@ import tempfile
 import time
 from pathlib import Path
 
-# llm_recipes first, as the recipes import it: it silences library messages that importing DeepSpeed would print
-PRELOAD = ("llm_recipes", "torch", "transformers.trainer", "trl", "peft", "datasets", "datatrove.pipeline.base")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if __name__ == "__main__":  # the zygote: not tests/ first on its path, where tests/llm_recipes/ would be imported
+    sys.path[0] = str(REPO_ROOT)  # as a namespace package named llm_recipes (without its noise filters)
+
+from llm_recipes.stages import WARM_IMPORTS, preload, python_entry, run_entry_and_exit  # noqa: E402
+
+# the pipeline's warm imports, and datatrove for data_prep; llm_recipes first, as the recipes import it: it silences
+# library messages that importing DeepSpeed would print
+PRELOAD = ("llm_recipes", *WARM_IMPORTS, "datatrove.pipeline.base")
 # read when a recipe runs, not when a library is imported: these may differ from the zygote's environment
 RUNTIME_ENV = {"PYTHONUNBUFFERED", "DATA_DIR", "PYTEST_CURRENT_TEST"}
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 # --- the zygote (this file run as a script) ---------------------------------------------------------------------
@@ -54,8 +60,6 @@ def _rebuild_std_streams(env: dict) -> None:
 
 
 def _child(request: dict, fds: list[int], import_output: bytes) -> None:
-    from llm_recipes.stages import run_entry_and_exit
-
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -76,22 +80,18 @@ def _child(request: dict, fds: list[int], import_output: bytes) -> None:
     run_entry_and_exit(request["argv"], tuple(request["entry"]))
 
 
-def serve(path: str, preload: list[str]) -> None:
-    """Import `preload`, then fork one child per request on the unix socket at `path` and report its exit status."""
-    import importlib
-    import threading
-
+def serve(path: str, modules: list[str]) -> None:
+    """Import `modules`, then fork one child per request on the unix socket at `path` and report its exit status."""
     parent = os.getppid()
     capture = tempfile.TemporaryFile()
     saved = os.dup(1), os.dup(2)
     os.dup2(capture.fileno(), 1), os.dup2(capture.fileno(), 2)
-    for module in preload:
-        importlib.import_module(module)
+    safe = preload(tuple(modules))
     sys.stdout.flush(), sys.stderr.flush()
     os.dup2(saved[0], 1), os.dup2(saved[1], 2)
     capture.seek(0)
     import_output = capture.read()
-    if threading.active_count() > 1:
+    if not safe:
         raise SystemExit("warmproc: a preloaded library started a thread; a fork would not be safe")
 
     server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -182,8 +182,6 @@ def _zygote_for(env: dict) -> str | None:
 
 
 def _entry(args: list[str]) -> tuple[str, str] | None:
-    from llm_recipes.stages import python_entry
-
     return python_entry([str(a) for a in args])
 
 
@@ -192,7 +190,6 @@ class WarmPopen:
 
     def __init__(self, args, entry, path, cwd, env, stdin, stdout, stderr, text, start_new_session):
         self.args, self.returncode, self._text = args, None, text
-        self.stdin = None
         theirs = []
 
         def fd_for(spec, default: int, readable: bool):
@@ -332,6 +329,4 @@ def run(args, cwd=None, env=None, capture_output=False, text=False, timeout=None
 
 
 if __name__ == "__main__":
-    # not tests/ first on the path, where tests/llm_recipes/ would be imported as a namespace package named llm_recipes
-    sys.path[0] = str(REPO_ROOT)
     serve(sys.argv[1], sys.argv[2].split(","))
