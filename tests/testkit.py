@@ -244,16 +244,24 @@ def kill_when(proc, condition, timeout: float = 600, group: bool = False, what: 
     proc.wait()
 
 
-def kill_tree(pid: int) -> None:
-    """SIGKILL a process group and every descendant of its leader: torchrun (inside `accelerate launch`) starts each
-    worker in a session of its own, so killing the launcher's group alone would leave the workers training on."""
+def kill_tree(*pids: int) -> None:
+    """SIGKILL process groups and every descendant of their leaders: torchrun (inside `accelerate launch`) starts each
+    worker in a session of its own, so killing the launcher's group alone would leave the workers training on. All
+    trees are listed before any is killed, and a group already gone is no error: a peer (the other machine of a
+    multi-node run) may exit on its own the moment the first one dies."""
     import psutil  # a dependency of deepspeed and ray
 
-    try:
-        workers = psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        workers = []
-    os.killpg(pid, signal.SIGKILL)
+    workers = []
+    for pid in pids:
+        try:
+            workers += psutil.Process(pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            pass
+    for pid in pids:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     for worker in workers:
         try:
             worker.kill()

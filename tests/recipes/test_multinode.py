@@ -47,10 +47,9 @@ def two_machines(packed_dir, out, logs, *extra):
                 procs.append(start(cmd, log))
         yield procs
     finally:
+        kill_tree(*(proc.pid for proc in procs if proc.poll() is None))
         for proc in procs:
-            if proc.poll() is None:
-                kill_tree(proc.pid)
-                proc.wait()
+            proc.wait()
 
 
 def finish(procs, logs) -> list[str]:
@@ -85,8 +84,8 @@ def kill_both_once_exists(procs, logs, path, timeout: float = TIMEOUT) -> None:
             tails = "\n".join(f"--- machine {rank}:\n{log.read_text()[-2500:]}" for rank, log in enumerate(logs))
             pytest.fail(f"no {path.parent.name}/{path.name} before a launch ended or {timeout} s passed:\n{tails}")
         time.sleep(0.01)
+    kill_tree(*(proc.pid for proc in procs))
     for proc in procs:
-        kill_tree(proc.pid)
         proc.wait()
 
 
