@@ -18,7 +18,6 @@ each environment runs in a new interpreter, the zygote starting with the second.
 from __future__ import annotations
 
 import atexit
-import io
 import json
 import os
 import selectors
@@ -34,7 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if __name__ == "__main__":  # the zygote: not tests/ first on its path, where tests/llm_recipes/ would be imported
     sys.path[0] = str(REPO_ROOT)  # as a namespace package named llm_recipes (without its noise filters)
 
-from llm_recipes.stages import WARM_IMPORTS, preload, python_entry, run_entry_and_exit  # noqa: E402
+from llm_recipes.stages import WARM_IMPORTS, fresh_std_streams, preload, python_entry, run_entry_and_exit  # noqa: E402
 
 # the pipeline's warm imports, and datatrove for data_prep; llm_recipes first, as the recipes import it: it silences
 # library messages that importing DeepSpeed would print
@@ -44,19 +43,6 @@ RUNTIME_ENV = {"PYTHONUNBUFFERED", "DATA_DIR", "PYTEST_CURRENT_TEST"}
 
 
 # --- the zygote (this file run as a script) ---------------------------------------------------------------------
-
-
-def _rebuild_std_streams(env: dict) -> None:
-    """sys.stdin/stdout/stderr over the new fds 0-2, buffered as a new interpreter would buffer them."""
-    unbuffered = bool(env.get("PYTHONUNBUFFERED"))
-    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
-        raw = io.FileIO(fd, mode, closefd=False)
-        binary = io.BufferedReader(raw) if mode == "r" else io.BufferedWriter(raw)
-        tty = os.isatty(fd)
-        stream = io.TextIOWrapper(binary, encoding="utf-8", errors="backslashreplace" if fd == 2 else "strict",
-                                  line_buffering=tty or fd == 2, write_through=unbuffered and fd != 0)
-        setattr(sys, name, stream)
-        setattr(sys, f"__{name}__", stream)
 
 
 def _child(request: dict, fds: list[int], import_output: bytes) -> None:
@@ -73,7 +59,7 @@ def _child(request: dict, fds: list[int], import_output: bytes) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        _rebuild_std_streams(request["env"])
+        fresh_std_streams(bool(request["env"].get("PYTHONUNBUFFERED")))
         os.write(2, import_output)
     except BaseException:
         os._exit(1)

@@ -5,11 +5,15 @@ nothing of itself in the next stage; with another thread running it is a new int
 The driver runs in a subprocess of its own: the test's xdist worker has threads, where a fork is refused."""
 
 import json
+import os
+import re
 import subprocess
 import sys
 import textwrap
 
-from llm_recipes.stages import python_entry
+from testkit import REPO_ROOT
+
+from llm_recipes.stages import as_python, python_entry
 
 SCRIPT = """
 import atexit, json, os, sys
@@ -92,4 +96,75 @@ def test_only_this_interpreter_running_a_script_or_module_is_warm():
     assert python_entry([sys.executable, "-m", "data_prep", "--config", "x"]) == ("module", "data_prep")
     assert python_entry([sys.executable, "-c", "print(1)"]) is None
     assert python_entry(["/other/python", "recipes/sft.py"]) is None
-    assert python_entry([sys.executable.replace("python", "accelerate"), "launch", "recipes/sft.py"]) is None
+    accelerate = sys.executable.replace("python", "accelerate")
+    assert python_entry([accelerate, "launch", "recipes/sft.py"]) is None
+    # ... but the pipeline runs `accelerate launch` as the same launch by this interpreter, which it can fork
+    assert as_python([accelerate, "launch", "--num_processes", "2", "recipes/sft.py"]) == [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "recipes/sft.py"]
+    assert as_python([accelerate, "config"]) == [accelerate, "config"]
+
+
+RANK = """
+import json, os, signal, sys, time
+import torch
+import _warm_marker
+print("A", flush=False)  # unbuffered as under `python -u`: A, B, C reach the log in the order written
+print("B", file=sys.stderr, flush=False)
+print("C", flush=False)
+print(json.dumps({"rank": os.environ.get("RANK"), "world": os.environ.get("WORLD_SIZE"), "ppid": os.getppid(),
+                  "session_leader": os.getsid(0) == os.getpid(), "sigterm_default": signal.getsignal(signal.SIGTERM)
+                  == signal.SIG_DFL, "sigint_default": signal.getsignal(signal.SIGINT) is signal.default_int_handler,
+                  "threads": torch.get_num_threads(), "marker_loaded_by": _warm_marker.LOADED_BY,
+                  "argv": sys.argv, "path0": sys.path[0]}))
+if os.environ["RANK"] == "1" and sys.argv[1] == "fail":
+    sys.exit("rank 1 says no")
+"""
+
+LAUNCHER = """
+import json, os, sys
+from pathlib import Path
+sys.path.insert(1, sys.argv[1])
+import _warm_marker
+_warm_marker.LOADED_BY = os.getpid()
+from llm_recipes import stages
+stages.WARM_IMPORTS = ("torch", "accelerate.commands.launch")
+work = Path(sys.argv[1])
+accelerate = str(Path(sys.executable).with_name("accelerate"))
+for run in ("ok", "fail"):
+    argv = [accelerate, "launch", "--config_file", "launch/accelerate/zero3.yaml", "--num_processes", "2", "--num_cpu_threads_per_process", "1", "--main_process_port",
+            sys.argv[2], str(work / "rank.py"), run]
+    code = stages.run_logged(argv, work / f"{run}.log", warm=True)
+    print("CODE", run, code, "PARENT", os.getpid(), flush=True)
+"""
+
+
+def test_a_warm_accelerate_launch_forks_its_ranks_as_new_interpreters_would_run(tmp_path):
+    """`accelerate launch` in a warm stage: each rank a fork of the launcher (the pipeline's imports there already)
+    with the rank's environment, a session of its own, default signal handlers, the thread count asked for and
+    unbuffered output; a rank's failure fails the launch with its message. A 2-process launch: ~15 s."""
+    from testkit import free_port
+
+    (tmp_path / "rank.py").write_text(RANK)
+    (tmp_path / "_warm_marker.py").write_text("LOADED_BY = None\n")
+    (tmp_path / "launcher.py").write_text(textwrap.dedent(LAUNCHER))
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # the launcher's torch: one per core
+    done = subprocess.run([sys.executable, str(tmp_path / "launcher.py"), str(tmp_path), str(free_port())], env=env,
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    codes = dict(re.findall(r"^CODE (\w+) (\d+)", done.stdout, re.M))
+    assert codes == {"ok": "0", "fail": "1"}, done.stdout[-2000:]
+    launcher = {int(pid) for pid in re.findall(r"PARENT (\d+)", done.stdout)}
+    for run in ("ok", "fail"):
+        log = (tmp_path / f"{run}.log").read_text()
+        seen = sorted((json.loads(line) for line in log.splitlines() if line.startswith('{"rank"')),
+                      key=lambda s: s["rank"])
+        assert [s["rank"] for s in seen] == ["0", "1"] and all(s["world"] == "2" for s in seen), log[-2000:]
+        for s in seen:
+            assert s["marker_loaded_by"] in launcher, s  # a fork of the pipeline's process, through the launcher
+            assert s["ppid"] not in launcher, s  # ... whose child is the launcher, not the rank
+            assert s["session_leader"] and s["sigterm_default"] and s["sigint_default"], s
+            assert s["threads"] == 1 and s["argv"] == [str(tmp_path / "rank.py"), run], s
+            assert s["path0"] == str(tmp_path), s
+        lines = [line for line in log.splitlines() if line in ("A", "B", "C")]
+        assert lines == ["A", "B", "C"] * 2 or lines == ["A", "B", "C", "A", "B", "C"], log[-2000:]
+    assert "rank 1 says no" in (tmp_path / "fail.log").read_text()
