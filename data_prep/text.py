@@ -7,7 +7,9 @@ which gives the same words (benchmarks/data_prep_bench.py measures the agreement
 
 from __future__ import annotations
 
+import logging
 import re
+import sys
 import unicodedata
 
 import xxhash
@@ -23,7 +25,15 @@ class _SpacyRules:
     than datatrove's per-rule spaCy call. spaCy's blank English pipeline ships in the spaCy wheel (no download)."""
 
     def __init__(self):
-        import spacy
+        # spaCy's thinc imports torch when it can (2 of spaCy's 3.4 s of import, in every worker): none of it is used here
+        hide_torch = "torch" not in sys.modules
+        if hide_torch:
+            sys.modules["torch"] = None  # an import of it fails fast, and thinc carries on without
+        try:
+            import spacy
+        finally:
+            if hide_torch:
+                del sys.modules["torch"]
 
         tok = spacy.blank("en").tokenizer
         self.prefix = tok.prefix_search
@@ -118,15 +128,23 @@ _chunk_cache: dict[str, list[str]] = {}
 _cache: tuple[str, str, list[str]] | None = None
 
 
+def _jieba():
+    """jieba, its dictionary loaded without its four lines of progress on stderr."""
+    import jieba
+
+    if not jieba.dt.initialized:
+        jieba.setLogLevel(logging.WARNING)
+        jieba.initialize()
+    return jieba
+
+
 def words_of(text: str, language: str) -> list[str]:
     """Words of a document, memoised for the last document: consecutive rule steps see the same text."""
     global _cache
     if _cache is not None and _cache[1] == language and _cache[0] is text:
         return _cache[2]
     if language == "zh":
-        import jieba
-
-        words = [w for w in jieba.lcut(text, HMM=False) if w.strip()]
+        words = [w for w in _jieba().lcut(text, HMM=False) if w.strip()]
     else:
         words = split_words(text)
     _cache = (text, language, words)

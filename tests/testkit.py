@@ -206,7 +206,8 @@ PLANTED_ENV = {"HF_TOKEN": TOKEN, "HUGGING_FACE_HUB_TOKEN": TOKEN, "WANDB_API_KE
 # Console lines that tell a user nothing: llm_recipes/__init__.py silences the libraries' by message, our own causes
 # are fixed (no pinned memory without an accelerator, lengths counted without the length check, a list for select).
 NOISE = ("Setting accelerator to CPU", "'pin_memory' argument is set as true", "`is_gradient_checkpointing` is deprecated",
-         "Token indices sequence length is longer than", "couldn't be hashed properly")
+         "Token indices sequence length is longer than", "couldn't be hashed properly", "Building prefix dict",
+         "Prefix dict has been built")  # the last two: jieba loading its dictionary, once per data_prep worker
 
 
 def noise(log: str) -> list[str]:

@@ -1,5 +1,8 @@
 """Quality rules on real documents: what each must keep and drop, and agreement with datatrove's stock filters."""
 
+import subprocess
+import sys
+
 import pytest
 from datatrove.data import Document
 from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, GopherQualityFilter, GopherRepetitionFilter
@@ -149,3 +152,13 @@ def test_every_line_rule_says_whether_it_works_per_line_or_per_document(capsys):
             text = f.metadata.get("help", "")
             if "line" in f.name or "line" in text.lower():
                 assert "per line" in text.lower() or "per document" in text.lower(), f"{name}.{f.name}: {text}"
+
+
+def test_the_word_split_loads_spacy_without_torch():
+    """spaCy's tokenizer rules without thinc importing torch (2 s of each data_prep worker's start, unused); torch
+    still imports afterwards. A new interpreter: ~2 s."""
+    code = ("import sys; from data_prep.text import split_words; print(split_words(\"Don't stop.\")); "
+            "print('torch' in sys.modules); import torch; print(int(torch.ones(2).sum()))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["['Do', \"n't\", 'stop', '.']", "False", "2"], done.stdout
