@@ -116,3 +116,19 @@ def test_another_program_or_code_runs_in_a_new_interpreter(fresh):
     done = warmproc.run([sys.executable, "-c", "print('c')"], capture_output=True, text=True)
     assert done.stdout == "c\n" and warmproc._zygotes == {}
     assert not isinstance(warmproc.popen(["true"]), warmproc.WarmPopen) and warmproc._zygotes == {}
+
+
+def test_a_variable_read_into_a_config_module_is_read_again_in_the_fork(fresh, monkeypatch):
+    """HF_DATASETS_CACHE's kind: read at import into a config module that every use reads again. One zygote serves
+    every value; a fork whose value differs from the zygote's reloads the module, and sees what a new interpreter sees."""
+    (fresh / "lib" / "_config_marker.py").write_text("import os\nCACHE = os.environ.get('MARKER_CACHE')\n")
+    (fresh / "work" / "cache.py").write_text("import _config_marker\nprint(_config_marker.CACHE)\n")
+    monkeypatch.setattr(warmproc, "PRELOAD", ("_import_marker", "_config_marker"))
+    monkeypatch.setattr(warmproc, "RELOADED_ENV", {"MARKER_CACHE": "_config_marker"})
+    argv = [sys.executable, str(fresh / "work" / "cache.py")]
+    for value in ("a", "b", "c", "d"):
+        env = {**os.environ, "MARKER_CACHE": value}
+        warm = warmproc.run(argv, cwd=fresh / "work", env=env, capture_output=True, text=True, timeout=60)
+        cold = subprocess.run(argv, cwd=fresh / "work", env=env, capture_output=True, text=True, timeout=60)
+        assert warm.stdout == cold.stdout == f"{value}\n", (value, warm.stdout, warm.stderr)
+    assert len(warmproc._zygotes) == 1  # started by the second command, then serving all of them

@@ -11,13 +11,15 @@ start of each child's stderr, as a new interpreter would print it.
 A command runs in a new interpreter when a fork could not be like one: another program, `-c` code, interpreter flags
 or Popen options beyond those below. The libraries read some variables when they are imported (HF_ENDPOINT, HF_HOME,
 a planted HF_TOKEN, ...), so a zygote serves only commands whose environment equals the one it imported under, but
-for RUNTIME_ENV; another environment gets a zygote of its own (at most MAX_ZYGOTES per worker). The first command of
+for RUNTIME_ENV (read when a recipe runs) and RELOADED_ENV (read into a config module, which the fork reloads under
+its own value); another environment gets a zygote of its own (at most MAX_ZYGOTES per worker). The first command of
 each environment runs in a new interpreter, the zygote starting with the second.
 """
 
 from __future__ import annotations
 
 import atexit
+import importlib
 import json
 import os
 import selectors
@@ -40,6 +42,9 @@ from llm_recipes.stages import WARM_IMPORTS, fresh_std_streams, preload, python_
 PRELOAD = ("llm_recipes", *WARM_IMPORTS, "datatrove.pipeline.base")
 # read when a recipe runs, not when a library is imported: these may differ from the zygote's environment
 RUNTIME_ENV = {"PYTHONUNBUFFERED", "DATA_DIR", "PYTEST_CURRENT_TEST"}
+# read at import into a library's config module, which every use reads again: a fork whose value differs from its
+# zygote's reloads that module, as a new interpreter would have computed it (pack's kill test: a cache per run)
+RELOADED_ENV = {"HF_DATASETS_CACHE": "datasets.config"}
 
 
 # --- the zygote (this file run as a script) ---------------------------------------------------------------------
@@ -59,6 +64,9 @@ def _child(request: dict, fds: list[int], import_output: bytes) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        for module in request["reload"]:
+            if module in sys.modules:
+                importlib.reload(sys.modules[module])
         fresh_std_streams(bool(request["env"].get("PYTHONUNBUFFERED")))
         os.write(2, import_output)
     except BaseException:
@@ -131,10 +139,10 @@ _asked: dict[frozenset, int] = {}  # how often each environment was asked for: a
 
 
 def _import_env(env: dict) -> frozenset:
-    return frozenset((k, v) for k, v in env.items() if k not in RUNTIME_ENV)
+    return frozenset((k, v) for k, v in env.items() if k not in RUNTIME_ENV and k not in RELOADED_ENV)
 
 
-def _zygote_for(env: dict) -> str | None:
+def _zygote_for(env: dict) -> dict | None:
     """The socket of a zygote that imported the libraries under `env` (less RUNTIME_ENV), started on first use: a
     command with planted tokens or another HF_HOME gets a zygote of its own, as a new interpreter would see them."""
     key = _import_env(env)
@@ -143,7 +151,7 @@ def _zygote_for(env: dict) -> str | None:
         if zygote["proc"].poll() is not None:
             return None
         zygote["used"] = time.monotonic()
-        return zygote["path"]
+        return zygote
     # Starting a zygote costs what one new interpreter costs (the imports) and pays off only when the environment comes
     # back: a one-off (a test's own HF_ENDPOINT) runs in a new interpreter, which may import far less (push.py).
     _asked[key] = _asked.get(key, 0) + 1
@@ -163,8 +171,9 @@ def _zygote_for(env: dict) -> str | None:
             proc.kill()
             return None  # a new interpreter instead; the next command tries again
         time.sleep(0.05)
-    _zygotes[key] = {"proc": proc, "path": path, "used": time.monotonic()}
-    return path
+    _zygotes[key] = {"proc": proc, "path": path, "used": time.monotonic(),
+                     "reloaded": {var: env.get(var) for var in RELOADED_ENV}}
+    return _zygotes[key]
 
 
 def _entry(args: list[str]) -> tuple[str, str] | None:
@@ -174,7 +183,7 @@ def _entry(args: list[str]) -> tuple[str, str] | None:
 class WarmPopen:
     """A `subprocess.Popen` for a process forked by the zygote (the subset of its API the tests use)."""
 
-    def __init__(self, args, entry, path, cwd, env, stdin, stdout, stderr, text, start_new_session):
+    def __init__(self, args, entry, path, cwd, env, stdin, stdout, stderr, text, start_new_session, reload=()):
         self.args, self.returncode, self._text = args, None, text
         theirs = []
 
@@ -199,7 +208,7 @@ class WarmPopen:
         self.stdout = open(out_mine, "r" + mode) if out_mine is not None else None
         self.stderr = open(err_mine, "r" + mode) if err_mine is not None else None
         request = {"argv": [str(a) for a in args], "entry": list(entry), "cwd": str(cwd or os.getcwd()), "env": env,
-                   "new_session": bool(start_new_session)}
+                   "new_session": bool(start_new_session), "reload": list(reload)}
         self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._conn.connect(path)
         socket.send_fds(self._conn, [json.dumps(request).encode()], [in_fd, out_fd, err_fd])
@@ -288,11 +297,12 @@ def popen(args, cwd=None, env=None, stdin=None, stdout=None, stderr=None, text=F
     """subprocess.Popen(args, ...), forked warm where the command and its environment allow it."""
     env = dict(os.environ if env is None else env)
     entry = _entry(args)
-    path = _zygote_for(env) if entry and not kwargs else None
-    if path is None:
+    zygote = _zygote_for(env) if entry and not kwargs else None
+    if zygote is None:
         return subprocess.Popen(args, cwd=cwd, env=env, stdin=stdin, stdout=stdout, stderr=stderr, text=text,
                                 start_new_session=start_new_session, **kwargs)
-    return WarmPopen(args, entry, path, cwd, env, stdin, stdout, stderr, text, start_new_session)
+    reload = sorted({module for var, module in RELOADED_ENV.items() if env.get(var) != zygote["reloaded"][var]})
+    return WarmPopen(args, entry, zygote["path"], cwd, env, stdin, stdout, stderr, text, start_new_session, reload)
 
 
 def run(args, cwd=None, env=None, capture_output=False, text=False, timeout=None, check=False, input=None,
