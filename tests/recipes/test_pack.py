@@ -138,6 +138,7 @@ def test_killed_runs_never_look_complete_and_a_rerun_is_byte_identical(tmp_path,
     import sys
     import time
 
+    import psutil  # a dependency of deepspeed and ray
     from testkit import REPO_ROOT
 
     corpus = write_jsonl(tmp_path / "docs.jsonl", real_docs * 4)
@@ -170,8 +171,11 @@ def test_killed_runs_never_look_complete_and_a_rerun_is_byte_identical(tmp_path,
         else:
             time.sleep(fraction * duration)
         if proc.poll() is None:
+            workers = psutil.Process(proc.pid).children(recursive=True)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+            for worker in workers:  # its map workers: orphans that would wait on their queue for the rest of the session
+                worker.kill()
             # killed before its final rename: no folder; killed after it (while logging): the finished output
             assert not out.exists() or files(out) == files(baseline), f"a killed run left a partial {out.name}"
         proc = start(out, cache)
