@@ -177,6 +177,7 @@ def test_zero3_two_processes_partition_shard_and_save(tiny_packed_dir, tmp_path)
     proc = warmproc.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     output = proc.stdout + proc.stderr
+    assert "shm_comm" not in output  # DeepSpeed's inference-only all-reduce: neither compiled nor loaded
 
     # 1. the ranks really partition the parameters: each holds half
     for rank in (0, 1):
