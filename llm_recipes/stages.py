@@ -52,12 +52,13 @@ def python_entry(argv: list[str]) -> tuple[str, str] | None:
     return None
 
 
-def preload(modules: tuple[str, ...] = WARM_IMPORTS) -> bool:
-    """Import what the recipes import, once, in this process (~7 s of a 2-core machine's time per interpreter); False
-    where a fork would not be safe: another thread is running here (a fork copies only the calling thread)."""
+def preload(modules: tuple[str, ...] | None = None) -> bool:
+    """Import `modules` (default WARM_IMPORTS: what the recipes import), once, in this process (~7 s of a 2-core
+    machine's time per interpreter); False where a fork would not be safe: another thread is running here (a fork
+    copies only the calling thread)."""
     if threading.active_count() > 1:
         return False
-    for module in modules:
+    for module in WARM_IMPORTS if modules is None else modules:
         importlib.import_module(module)
     return threading.active_count() == 1
 
