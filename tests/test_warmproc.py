@@ -69,8 +69,10 @@ def seen(done) -> dict:
 
 
 def test_a_warm_command_is_a_fork_that_runs_like_a_new_interpreter(fresh):
-    both(fresh, "ok")  # the first command of an environment: a new interpreter; the zygote starts with the second
+    both(fresh, "ok", env={"OTHER": "1"})  # another environment's first command: a new interpreter (a one-off)...
     assert warmproc._zygotes == {}
+    both(fresh, "ok")  # ... the worker's own environment gets its zygote at once: it is asked for all session
+    assert len(warmproc._zygotes) == 1
     for action, code in (("ok", 0), ("exit3", 3), ("message", 1), ("raise", 1)):
         warm, cold = both(fresh, action, env={"DATA_DIR": f"d-{action}"})
         assert warm.returncode == cold.returncode == code, (action, warm.stderr)
@@ -131,4 +133,4 @@ def test_a_variable_read_into_a_config_module_is_read_again_in_the_fork(fresh, m
         warm = warmproc.run(argv, cwd=fresh / "work", env=env, capture_output=True, text=True, timeout=60)
         cold = subprocess.run(argv, cwd=fresh / "work", env=env, capture_output=True, text=True, timeout=60)
         assert warm.stdout == cold.stdout == f"{value}\n", (value, warm.stdout, warm.stderr)
-    assert len(warmproc._zygotes) == 1  # started by the second command, then serving all of them
+    assert len(warmproc._zygotes) == 1  # the worker's own environment but for the variable: one zygote serves all

@@ -13,7 +13,7 @@ or Popen options beyond those below. The libraries read some variables when they
 a planted HF_TOKEN, ...), so a zygote serves only commands whose environment equals the one it imported under, but
 for RUNTIME_ENV (read when a recipe runs) and RELOADED_ENV (read into a config module, which the fork reloads under
 its own value); another environment gets a zygote of its own (at most MAX_ZYGOTES per worker). The first command of
-each environment runs in a new interpreter, the zygote starting with the second.
+another environment runs in a new interpreter, its zygote starting with the second.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def _zygote_for(env: dict) -> dict | None:
     # Starting a zygote costs what one new interpreter costs (the imports) and pays off only when the environment comes
     # back: a one-off (a test's own HF_ENDPOINT) runs in a new interpreter, which may import far less (push.py).
     _asked[key] = _asked.get(key, 0) + 1
-    if _asked[key] < 2:
+    if _asked[key] < 2 and key != _import_env(os.environ):  # the worker's own environment: asked for all session
         return None
     if len(_zygotes) >= MAX_ZYGOTES:
         oldest = min(_zygotes, key=lambda k: _zygotes[k]["used"])
