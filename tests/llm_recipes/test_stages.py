@@ -108,9 +108,10 @@ RANK = """
 import json, os, signal, sys, time
 import torch
 import _warm_marker
-print("A", flush=False)  # unbuffered as under `python -u`: A, B, C reach the log in the order written
-print("B", file=sys.stderr, flush=False)
-print("C", flush=False)
+rank = os.environ.get("RANK")
+sys.stdout.write(f"A{rank}\\n")  # unbuffered as under `python -u`: A, B, C reach the log in the order written (one
+sys.stderr.write(f"B{rank}\\n")  # write a line, so the two ranks' lines never mix)
+sys.stdout.write(f"C{rank}\\n")
 print(json.dumps({"rank": os.environ.get("RANK"), "world": os.environ.get("WORLD_SIZE"), "ppid": os.getppid(),
                   "session_leader": os.getsid(0) == os.getpid(), "sigterm_default": signal.getsignal(signal.SIGTERM)
                   == signal.SIG_DFL, "sigint_default": signal.getsignal(signal.SIGINT) is signal.default_int_handler,
@@ -127,7 +128,7 @@ sys.path.insert(1, sys.argv[1])
 import _warm_marker
 _warm_marker.LOADED_BY = os.getpid()
 from llm_recipes import stages
-stages.WARM_IMPORTS = ("torch", "accelerate.commands.launch")
+stages.WARM_IMPORTS = ("torch", "accelerate")
 work = Path(sys.argv[1])
 accelerate = str(Path(sys.executable).with_name("accelerate"))
 for run in ("ok", "fail"):
@@ -165,6 +166,7 @@ def test_a_warm_accelerate_launch_forks_its_ranks_as_new_interpreters_would_run(
             assert s["session_leader"] and s["sigterm_default"] and s["sigint_default"], s
             assert s["threads"] == 1 and s["argv"] == [str(tmp_path / "rank.py"), run], s
             assert s["path0"] == str(tmp_path), s
-        lines = [line for line in log.splitlines() if line in ("A", "B", "C")]
-        assert lines == ["A", "B", "C"] * 2 or lines == ["A", "B", "C", "A", "B", "C"], log[-2000:]
+        for rank in ("0", "1"):
+            lines = [line for line in log.splitlines() if line in (f"A{rank}", f"B{rank}", f"C{rank}")]
+            assert lines == [f"A{rank}", f"B{rank}", f"C{rank}"], log[-2000:]
     assert "rank 1 says no" in (tmp_path / "fail.log").read_text()
