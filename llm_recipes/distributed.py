@@ -24,18 +24,20 @@ def use_gloo_without_gpu(training_args) -> None:
     """
     if training_args.ddp_backend is None and multi_process_cpu():  # a single process needs no process group
         training_args.ddp_backend = "gloo"
-    if multi_process_cpu() and (training_args.deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true"):
-        skip_deepspeed_shm_comm()
 
 
-def skip_deepspeed_shm_comm() -> None:
-    """Keep DeepSpeed from building its shared-memory all-reduce when it sets up the process group of CPU ranks.
+def skip_deepspeed_shm_comm(training_args) -> None:
+    """Keep DeepSpeed from building its shared-memory all-reduce when it sets up the process group on a CPU machine
+    (one process or several). Call before TrainingArguments.__post_init__.
 
     Only its inference engine's tensor parallelism calls that op (`inference_all_reduce`); training reduces through
     gloo either way. Building it is a C++ compile of ~30 s of 2 cores on the first launch of each install (cached
     per venv path), and every later launch loads it and prints "... shm_comm_op built successfully". Marked
     incompatible, DeepSpeed neither builds nor loads it (deepspeed/comm/torch.py, build_shm_op).
     """
+    uses_deepspeed = training_args.deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true"
+    if torch.cuda.is_available() or not uses_deepspeed:
+        return
     import deepspeed.ops
 
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False

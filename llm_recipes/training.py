@@ -25,7 +25,7 @@ from transformers import IntervalStrategy, Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
 from llm_recipes.atomic import atomic_write_text
-from llm_recipes.distributed import use_gloo_without_gpu
+from llm_recipes.distributed import skip_deepspeed_shm_comm, use_gloo_without_gpu
 from llm_recipes.model import training_flops_per_token
 from llm_recipes.redact import move_hub_token_to_env
 
@@ -64,12 +64,13 @@ class RecipeTrainingArguments:
 def prepare_training_args(args) -> None:
     """The fix-ups every recipe's TrainingArguments get (RecipeTrainingArguments), before the library's own checks.
 
-    gloo on GPU-less multi-process launches (see distributed.py); the Hub token moved out of the arguments, so it is
-    never pickled into training_args.bin; bf16 / fp16 dropped without a GPU (TRL defaults bf16 to on); eval_on_start
-    dropped when there is no evaluation (else the Trainer stops: "evaluation requires an eval_dataset"); no pinned
-    memory without an accelerator (torch warns at every DataLoader).
+    gloo on GPU-less multi-process launches and no DeepSpeed inference op on a CPU (see distributed.py); the Hub
+    token moved out of the arguments, so it is never pickled into training_args.bin; bf16 / fp16 dropped without a
+    GPU (TRL defaults bf16 to on); eval_on_start dropped when there is no evaluation (else the Trainer stops:
+    "evaluation requires an eval_dataset"); no pinned memory without an accelerator (torch warns at every DataLoader).
     """
     use_gloo_without_gpu(args)
+    skip_deepspeed_shm_comm(args)
     move_hub_token_to_env(args)
     if args.bf16 is not False and not torch.cuda.is_available():
         if args.bf16:

@@ -64,3 +64,26 @@ def test_argument_fix_ups_without_a_gpu(monkeypatch, caplog):
     assert args.bf16 is False and args.fp16 is False and args.eval_on_start is False and args.hub_token is None
     assert "bf16 requested but no GPU" in caplog.text and "fp16 requested but no GPU" in caplog.text
     assert "eval_on_start ignored" in caplog.text
+
+
+def test_deepspeed_on_a_cpu_skips_its_inference_only_shm_op_in_one_process_or_many(monkeypatch):
+    """DeepSpeed's shared-memory all-reduce (a ~58 core-s C++ compile on a fresh install) is marked incompatible for
+    any DeepSpeed run on a CPU, one process or several (the GPU benchmark's CPU smoke runs ZeRO-3 in one), and left
+    alone without DeepSpeed."""
+    from types import SimpleNamespace
+
+    import deepspeed.ops
+
+    from llm_recipes.distributed import skip_deepspeed_shm_comm
+
+    ops = deepspeed.ops.__compatible_ops__
+    monkeypatch.setitem(ops, "deepspeed_shm_comm", True)
+    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED", raising=False)
+    skip_deepspeed_shm_comm(SimpleNamespace(deepspeed=None))
+    assert ops["deepspeed_shm_comm"] is True
+    for world_size in ("1", "2"):
+        monkeypatch.setitem(ops, "deepspeed_shm_comm", True)
+        monkeypatch.setenv("WORLD_SIZE", world_size)
+        monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+        skip_deepspeed_shm_comm(SimpleNamespace(deepspeed=None))
+        assert ops["deepspeed_shm_comm"] is False, world_size
