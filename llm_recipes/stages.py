@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import atexit
 import importlib
-import os
 import io
+import os
 import runpy
 import signal
 import subprocess

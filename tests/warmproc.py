@@ -143,8 +143,9 @@ def _import_env(env: dict) -> frozenset:
 
 
 def _zygote_for(env: dict) -> dict | None:
-    """The socket of a zygote that imported the libraries under `env` (less RUNTIME_ENV), started on first use: a
-    command with planted tokens or another HF_HOME gets a zygote of its own, as a new interpreter would see them."""
+    """A zygote (its socket, process and RELOADED_ENV values) that imported the libraries under `env` (less
+    RUNTIME_ENV and RELOADED_ENV), or None for a new interpreter: a command with planted tokens or another HF_HOME gets
+    a zygote of its own, as a new interpreter would see them."""
     key = _import_env(env)
     zygote = _zygotes.get(key)
     if zygote is not None:
