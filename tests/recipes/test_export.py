@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -285,35 +286,136 @@ def test_transformers4_cannot_load_an_unconverted_transformers5_folder(tiny_chat
 
 # --- llama.cpp --------------------------------------------------------------------------------------------------------
 
+LLAMA_CPP_SDIST = "llama-cpp-python==0.3.36"  # the README's way to llama.cpp's source without git
+# llama.cpp's own vocab-only GGUFs of each family (models/ggml-vocab-*.gguf): what its converter writes for the real model
+REFERENCE_VOCAB = {"llama3": "llama-bpe", "qwen2": "qwen2", "llama2-spm": "llama-spm"}
 GGUF_TEXTS = ["Hello world, it's 2024!", "你好，世界。今天天气很好。", "emoji 🙂👍🏽 and digits 12345 67",
               "  spaces   and\ttabs\n\nnew lines\r\n", "def f(x):\n    return x**2  # it's OK!!\n",
               "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"]
 
 
-def test_gguf_pre_tokenizer_is_checked_not_assumed(tiny_chat_model_dir, tmp_path):
-    from llm_recipes.config import ConfigError
-    from llm_recipes.hub.gguf import pre_tokenizer_name
+@pytest.fixture(scope="session")
+def llama_cpp_dir():
+    """llama.cpp's converter (convert_hf_to_gguf.py, conversion/, its gguf-py) and reference vocabularies: $LLAMA_CPP_DIR,
+    or unpacked once per machine under .cache/ from the llama-cpp-python sdist (a 77 MB download, 10-60 s)."""
+    import tarfile
+    import tempfile
 
-    assert pre_tokenizer_name(tiny_chat_model_dir) == "qwen2"
-    other = tmp_path / "other"
-    other.mkdir()
-    tok = json.loads((tiny_chat_model_dir / "tokenizer.json").read_text())
-    tok["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = r"\s+|\w+"
-    (other / "tokenizer.json").write_text(json.dumps(tok))
-    with pytest.raises(ConfigError, match="not Qwen2's split regex"):
-        pre_tokenizer_name(other)
+    from filelock import FileLock
+
+    if os.environ.get("LLAMA_CPP_DIR"):
+        return Path(os.environ["LLAMA_CPP_DIR"])
+    target = REPO_ROOT / ".cache" / ("llama.cpp-" + LLAMA_CPP_SDIST.split("==")[1])
+    target.parent.mkdir(exist_ok=True)
+    with FileLock(str(target) + ".lock"), tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        if not (target / "convert_hf_to_gguf.py").is_file():
+            done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary",
+                                   ":all:", "-d", tmp, LLAMA_CPP_SDIST], capture_output=True, text=True)
+            # a failed download fails: every family's GGUF check hangs on it (the package index is reachable in CI)
+            assert done.returncode == 0, f"cannot download {LLAMA_CPP_SDIST}: {done.stderr.strip()[-2000:]}"
+            (sdist,) = Path(tmp).glob("*.tar.gz")
+            with tarfile.open(sdist) as tar:
+                prefix = sdist.name.removesuffix(".tar.gz") + "/vendor/llama.cpp/"
+                members = [m for m in tar.getmembers() if m.name.startswith(prefix) and m.name[len(prefix):].startswith(
+                    ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "models/ggml-vocab-"))]
+                for m in members:
+                    m.name = m.name[len(prefix):]
+                tar.extractall(Path(tmp) / "llama.cpp", members=members, filter="data")
+            (Path(tmp) / "llama.cpp").rename(target)
+    return target
+
+
+GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+def gguf_contents(path, keys=None) -> tuple[dict, set]:
+    """A GGUF file's tokenizer and architecture fields (or `keys`) and its tensor names. gguf-py's GGUFReader builds a
+    numpy view per string (11 s to open a 128k vocabulary), so the format's header is read here directly; the test of
+    our own GGUF checks this against GGUFReader."""
+    import struct
+
+    def read(fmt):
+        (got,) = struct.unpack_from("<" + fmt, data, pos[0])
+        pos[0] += struct.calcsize("<" + fmt)
+        return got
+
+    def string():
+        n = read("Q")
+        pos[0] += n
+        return data[pos[0] - n:pos[0]].decode("utf-8")
+
+    def value(kind):
+        if kind == 8:
+            return string()
+        if kind == 9:
+            item, n = read("I"), read("Q")
+            return [value(item) for _ in range(n)]
+        return read(GGUF_SCALARS[kind])
+
+    data, pos = Path(path).read_bytes(), [0]
+    assert read("4s") == b"GGUF" and read("I") >= 2
+    n_tensors, n_fields = read("Q"), read("Q")
+    fields = {}
+    for _ in range(n_fields):
+        key = string()
+        fields[key] = value(read("I"))
+    tensors = set()
+    for _ in range(n_tensors):
+        name = string()
+        dims = read("I")
+        pos[0] += 8 * dims + 4 + 8  # dims, type, offset
+        tensors.add(name)
+    return {k: v for k, v in fields.items() if (k in keys if keys else k.startswith(("tokenizer.", "general.arch")))}, tensors
+
+
+@pytest.mark.slow  # llama.cpp's converter runs as a new interpreter that imports torch and transformers: ~5 s
+def test_gguf_export_carries_our_vocabulary_and_template_with_the_split_named(tiny_chat_model_dir, llama_cpp_dir,
+                                                                               tmp_path):
+    out = export(tiny_chat_model_dir, tmp_path / "out", "--gguf", "true", "--gguf_outtype", "f32",
+                 "--llama_cpp_dir", str(llama_cpp_dir))
+    assert "model-f32.gguf" in (out / "README.md").read_text()
+    fields, tensors = gguf_contents(out / "model-f32.gguf")
+    # the helper reads what llama.cpp's own gguf-py reads
+    sys.path.insert(0, str(llama_cpp_dir / "gguf-py"))
+    try:
+        from gguf import GGUFReader
+    finally:
+        sys.path.remove(str(llama_cpp_dir / "gguf-py"))
+    reader = GGUFReader(out / "model-f32.gguf")
+    assert fields == {k: f.contents() for k, f in reader.fields.items() if k in fields}
+    assert tensors == {t.name for t in reader.tensors} and len(fields) > 8
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    # llama.cpp does not know a fresh tokenizer's hash: the split is named for it, after checking tokenizer.json
+    assert fields["tokenizer.ggml.pre"] == "qwen2" and fields["tokenizer.ggml.model"] == "gpt2"
+    assert fields["tokenizer.ggml.tokens"] == tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    assert fields["tokenizer.ggml.eos_token_id"] == tokenizer.eos_token_id
+    assert fields["tokenizer.chat_template"] == tokenizer.chat_template
+
+
+@pytest.mark.slow  # the converter's interpreter start, ~5 s
+def test_gguf_stops_on_an_unrecognised_split_it_cannot_name(tiny_chat_model_dir, llama_cpp_dir, tmp_path, capsys):
+    """Neither llama.cpp nor our check knows this regex: one line with both reasons, no GGUF, no folder."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_chat_model_dir, model)
+    tok = json.loads((model / "tokenizer.json").read_text())
+    tok["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = r"\s+|\w+|[^\s\w]+"
+    (model / "tokenizer.json").write_text(json.dumps(tok))
+    err = run_recipe_error("export", ["--model_name_or_path", str(model), "--output_dir", str(tmp_path / "out"),
+                                      "--repo_id", "tester/x", "--gguf", "true", "--llama_cpp_dir",
+                                      str(llama_cpp_dir)], capsys)
+    assert "not recognized by llama.cpp" in err and "not Qwen2's split regex" in err, err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow
-def test_gguf_export_tokenizes_like_transformers(tiny_chat_model_dir, tmp_path):
-    """Skipped unless llama.cpp is here: LLAMA_CPP_DIR (its convert_hf_to_gguf.py, plus sentencepiece importable)
-    and LLAMA_TOKENIZE (a built llama-tokenize). Building both from source takes ~7 min on 2 cores: README, GGUF."""
-    llama_cpp, tokenize = os.environ.get("LLAMA_CPP_DIR"), os.environ.get("LLAMA_TOKENIZE")
-    if not (llama_cpp and tokenize):
-        pytest.skip("llama.cpp is not installed on this machine (set LLAMA_CPP_DIR and LLAMA_TOKENIZE; README: GGUF)")
-    out = export(tiny_chat_model_dir, tmp_path / "out", "--gguf", "true", "--gguf_outtype", "f32")
+def test_gguf_export_tokenizes_like_transformers(tiny_chat_model_dir, llama_cpp_dir, tmp_path):
+    """Skipped unless LLAMA_TOKENIZE names a built llama-tokenize (~7 min to build on 2 cores: README, GGUF)."""
+    tokenize = os.environ.get("LLAMA_TOKENIZE")
+    if not tokenize:
+        pytest.skip("llama-tokenize is not built on this machine (set LLAMA_TOKENIZE; README: GGUF)")
+    out = export(tiny_chat_model_dir, tmp_path / "out", "--gguf", "true", "--gguf_outtype", "f32",
+                 "--llama_cpp_dir", str(llama_cpp_dir))
     gguf_file = out / "model-f32.gguf"
-    assert gguf_file.is_file() and "model-f32.gguf" in (out / "README.md").read_text()
     tokenizer = AutoTokenizer.from_pretrained(out)
     for text in GGUF_TEXTS:
         done = subprocess.run([tokenize, "-m", str(gguf_file), "--stdin", "--ids", "--no-bos", "--log-disable"],
@@ -410,11 +512,13 @@ def test_vllm_serve_answers_the_openai_client_as_make_serve_does(exported):
 
 @pytest.mark.slow  # a 128k-152k vocabulary: its embeddings and tokenizer.json are written and scanned, 5-20 s
 @pytest.mark.parametrize("family", FAMILIES)
-def test_a_familys_export_keeps_its_template_and_stops_at_its_end_of_turn(family, family_model_dir, tmp_path, capsys):
+def test_a_familys_export_keeps_its_template_and_stops_at_its_end_of_turn(family, family_model_dir, llama_cpp_dir,
+                                                                         tmp_path, capsys):
     """Llama 3.1, Qwen 2.5, Llama 2 as the base: the leak check passes their vocabularies, the exported tokenizer
-    renders byte for byte as the original, and generation stops at the family's end of turn (forced there)."""
+    renders byte for byte as the original, generation stops at the family's end of turn (forced there), and llama.cpp's
+    stock converter writes a GGUF of it as it would of the family's released model."""
     base, out = family_model_dir(family), tmp_path / "export"
-    export(base, out)
+    export(base, out, "--gguf", "true", "--gguf_outtype", "f32", "--llama_cpp_dir", str(llama_cpp_dir))
     original = AutoTokenizer.from_pretrained(MODELS_DIR / family)
     tokenizer = AutoTokenizer.from_pretrained(out)
     conversation = [SYSTEM, *TURNS]
@@ -438,6 +542,17 @@ def test_a_familys_export_keeps_its_template_and_stops_at_its_end_of_turn(family
     force = LogitsProcessorList([ForceTokenAt(end_of_turn, start + 2)])
     generated = model.generate(**inputs, max_new_tokens=8, do_sample=False, logits_processor=force)
     assert generated[0, start:].tolist()[-1] == end_of_turn and generated.shape[1] == start + 3
+
+    # the GGUF: tokenizer model, split, bos and eos as in llama.cpp's own vocabulary of the family (its stock converter
+    # recognised the family; llama.cpp ends a turn at <|eot_id|> / <|im_end|> by their text), every token in order,
+    # the original template, and a tied model still tied (no separate output matrix)
+    keys = [f"tokenizer.ggml.{k}" for k in ("model", "pre", "bos_token_id", "eos_token_id")]
+    fields, tensors = gguf_contents(out / "model-f32.gguf")
+    reference, _ = gguf_contents(llama_cpp_dir / f"models/ggml-vocab-{REFERENCE_VOCAB[family]}.gguf", keys)
+    assert {k: fields.get(k) for k in keys} == reference
+    assert fields["tokenizer.ggml.tokens"] == tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    assert fields["tokenizer.chat_template"] == original.chat_template
+    assert ("output.weight" not in tensors) == model.config.tie_word_embeddings
 
 
 @pytest.mark.parametrize("config", sorted(p.name for p in (REPO_ROOT / "configs/export").glob("*.yaml")))
