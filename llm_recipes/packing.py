@@ -85,10 +85,19 @@ def count_token(ds: datasets.Dataset, token_id: int) -> int:
     return int(pc.sum(pc.equal(flat, token_id)).as_py() or 0)
 
 
-
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerFast) -> str:
     """sha256 of the serialized tokenizer: pretraining compares it with the one it is given."""
     return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode("utf-8")).hexdigest()
+
+
+def block_batch(examples: list[dict]):
+    """The int64 batch of packed blocks: lists from the Arrow format, arrays from memory-mapped shards."""
+    import torch
+
+    rows = [ex["input_ids"] for ex in examples]
+    if rows and isinstance(rows[0], np.ndarray):
+        return torch.from_numpy(np.stack(rows)).long()
+    return torch.tensor(rows, dtype=torch.long)
 
 
 class BlockCollator:
@@ -100,7 +109,7 @@ class BlockCollator:
     def __call__(self, examples: list[dict]) -> dict:
         import torch
 
-        input_ids = torch.tensor([ex["input_ids"] for ex in examples], dtype=torch.long)
+        input_ids = block_batch(examples)
         return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": input_ids.clone()}
 
 
@@ -116,7 +125,7 @@ class DocumentMaskingCollator:
     def __call__(self, examples: list[dict]) -> dict:
         import torch
 
-        input_ids = torch.tensor([ex["input_ids"] for ex in examples], dtype=torch.long)
+        input_ids = block_batch(examples)
         index = torch.arange(input_ids.shape[1]).expand_as(input_ids)
         starts = torch.zeros_like(input_ids, dtype=torch.bool)
         starts[:, 1:] = input_ids[:, :-1] == self.eos_token_id  # a document starts after each EOS

@@ -2,10 +2,12 @@
 
     python recipes/pack.py --config configs/pack/tiny.yaml [--block_size 512 ...]
 
-Output folder: a `datasets.DatasetDict` (train, validation) saved with `save_to_disk` (`input_ids` only, no padding;
-load it with `datasets.load_from_disk`), `stats.json` (documents, tokens, blocks, dropped tail tokens, real-token
-share; for train sources with `weight`, the documents and tokens each source gave and its realised token share),
-resolved_config.yaml and run_info.json. Re-running on the same input reuses the `datasets` cache.
+Output folder: the blocks (`output_format: arrow`, the default: a `datasets.DatasetDict` of train and validation saved
+with `save_to_disk`, `input_ids` only, no padding; `shards`: index.json + raw uint16 / uint32 shards, 2 bytes a token
+for vocabularies up to 65,536, llm_recipes/shards.py), `stats.json` (documents, tokens, blocks, dropped tail tokens,
+real-token share, bytes per token; for train sources with `weight`, the documents and tokens each source gave and its
+realised token share), resolved_config.yaml and run_info.json. Both formats hold the same blocks in the same order;
+pretraining reads either. Re-running on the same input reuses the `datasets` cache.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import sys
 from dataclasses import dataclass, field
 
 import datasets
+import numpy as np
 
 from llm_recipes.atomic import publish_dir, stop_cleanly_when_disk_full
 from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.corpus import CorpusArguments, load_corpus
 from llm_recipes.packing import count_token, count_tokens, mix_by_weight, pack, tokenize, tokenizer_fingerprint
 from llm_recipes.run_info import write_run_info
+from llm_recipes.shards import shard_dtype, write_index, write_split
 from llm_recipes.tokenizer import tokenizer_from
 
 logger = logging.getLogger("pack")
@@ -39,6 +43,10 @@ class PackArguments:
         default=1000,
         metadata={"help": "Documents concatenated per packing group; each group's tail (< block_size) is dropped."},
     )
+    output_format: str = field(default="arrow", metadata={
+        "help": "arrow (a datasets.DatasetDict, int32) or shards (index.json + memory-mapped uint16 / uint32 files).",
+        "choices": ["arrow", "shards"]})
+    shard_blocks: int = field(default=2**20, metadata={"help": "Blocks per shard file with output_format shards."})
 
 
 def make_parser() -> RecipeParser:
@@ -99,8 +107,15 @@ def main(argv: list[str] | None = None) -> dict:
             "sha256": tokenizer_fingerprint(tokenizer),
         },
     }
+    dtype = shard_dtype(len(tokenizer)) if args.output_format == "shards" else np.dtype("<i4")
+    summary["format"] = {"output_format": args.output_format, "dtype": dtype.name, "bytes_per_token": dtype.itemsize}
     with publish_dir(args.output_dir) as staging:
-        datasets.DatasetDict(packed).save_to_disk(str(staging))
+        if args.output_format == "shards":
+            write_index(staging, dtype, args.block_size, summary["tokenizer"],
+                        {name: write_split(blocks, staging, name, dtype, args.shard_blocks)
+                         for name, blocks in packed.items()})
+        else:
+            datasets.DatasetDict(packed).save_to_disk(str(staging))
         (staging / "stats.json").write_text(json.dumps(summary, indent=2) + "\n")
         write_run_info(staging, corpus_args, args, recipe="pack")
     for name, s in stats.items():

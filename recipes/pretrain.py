@@ -5,7 +5,7 @@
     python recipes/pretrain.py --config configs/pretrain/tiny.yaml --dry_run   # plan: params, FLOPs, memory, steps
 
 Model preset (configs/model/) + tokenizer -> random-init LlamaForCausalLM (inside DeepSpeed's zero.Init under ZeRO-3,
-so a 7B model never exists whole on one rank) -> memory-mapped packed dataset (recipes/pack.py) -> transformers.Trainer
+so a 7B model never exists whole on one rank) -> memory-mapped packed blocks (recipes/pack.py: Arrow or uint16 / uint32 shards) -> transformers.Trainer
 -> consolidated safetensors in output_dir. With `model_name_or_path` the model is loaded instead (sharded under
 ZeRO-3), optionally with only its embeddings trained or as LoRA + embeddings (llm_recipes/continued.py).
 Checkpoints every save_steps; `--resume_from_checkpoint latest` continues from the newest complete one with the same
@@ -22,8 +22,6 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import datasets
-import pyarrow.compute as pc
 from transformers import AutoModelForCausalLM, Trainer, TrainingArguments, set_seed
 
 from llm_recipes.atomic import atomic_write_text, stop_cleanly_when_disk_full
@@ -34,6 +32,7 @@ from llm_recipes.model import ModelArguments, attention_implementation, build_ll
 from llm_recipes.model_info import format_plan, plan
 from llm_recipes.packing import BlockCollator, DocumentMaskingCollator, tokenizer_fingerprint
 from llm_recipes.run_info import write_run_info
+from llm_recipes.shards import load_packed, max_token_id
 from llm_recipes.tokenizer import tokenizer_from
 from llm_recipes.training import (RecipeTrainerMixin, RecipeTrainingArguments, resolve_resume, setup_trainer,
                                   train_and_save)
@@ -84,13 +83,6 @@ def make_parser() -> RecipeParser:
     return RecipeParser((ModelArguments, DataArguments, PretrainConfig, ContinueArguments))
 
 
-def load_packed(data_args: DataArguments) -> tuple[datasets.DatasetDict, dict]:
-    path = Path(data_args.dataset_path)
-    if not (path / "dataset_dict.json").exists() or not (path / "stats.json").exists():
-        raise ConfigError(f"dataset_path {path}: not a packed dataset (run `make pack` first)")
-    return datasets.load_from_disk(str(path)), json.loads((path / "stats.json").read_text())
-
-
 def check_compatible(packed, stats: dict, tokenizer, config) -> None:
     """Refuse data the model cannot train on, before any compute."""
     packed_with = stats["tokenizer"]
@@ -105,7 +97,7 @@ def check_compatible(packed, stats: dict, tokenizer, config) -> None:
             f"block_size {block_size} of the packed data exceeds the model's max_position_embeddings "
             f"{config.max_position_embeddings}: repack with a smaller block_size or raise max_position_embeddings"
         )
-    max_id = max(pc.max(pc.list_flatten(ds.data.column("input_ids"))).as_py() or 0 for ds in packed.values())
+    max_id = max(max_token_id(split) for split in packed.values())
     if max_id >= config.vocab_size:
         raise ConfigError(f"the packed data holds token id {max_id}, beyond the model's vocab_size {config.vocab_size}")
 
@@ -154,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         check_continue(model_args, cont)
         if args.dry_run and not Path(data_args.dataset_path).exists() and not cont.model_name_or_path:
             return print(format_plan({"preset": model_args.model_preset, **plan_without_data(model_args, args)}))
-        packed, stats = load_packed(data_args)
+        packed, stats = load_packed(Path(data_args.dataset_path))
         tokenizer = tokenizer_from(data_args.tokenizer_name_or_path or stats["tokenizer"]["name_or_path"])
         config = (load_config(cont, tokenizer, model_args.pad_vocab_to_multiple_of) if cont.model_name_or_path else
                   build_llama_config(model_args, tokenizer=tokenizer, use_cache=False))  # no KV cache in training

@@ -69,6 +69,18 @@ def tiny_packed_dir(tiny_tokenizer_dir, data_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sharded_dir(tiny_tokenizer_dir, data_dir) -> Path:
+    """The same blocks as tiny_packed_dir as uint16 shards of 97 blocks (several shards, none a batch's multiple)."""
+    def build(out: Path) -> None:
+        (out / "pack.yaml").write_text(PACK_YAML)
+        recipes.pack.main(["--config", str(out / "pack.yaml"), "--tokenizer_name_or_path", str(tiny_tokenizer_dir),
+                           "--output_dir", str(out / "packed"), "--block_size", "64", "--max_documents", "4000",
+                           "--output_format", "shards", "--shard_blocks", "97"])
+
+    return built_once("sharded", build, inputs=["recipes/pack.py", data_dir], key=str(tiny_tokenizer_dir)) / "packed"
+
+
+@pytest.fixture(scope="session")
 def tiny_chat_model_dir(tiny_tokenizer_dir) -> Path:
     """A random-init tiny chat model (ChatML tokenizer, stops at <|im_end|>) with rope_theta 500,000: a value that
     transformers 4.x would silently replace by 10,000 without a top-level rope_theta, so exports must carry it.

@@ -214,3 +214,45 @@ def test_weights_for_some_sources_only_are_refused(tmp_path, tiny_tokenizer_dir,
     err = run_recipe_error("pack", ["--config", str(config), "--tokenizer_name_or_path", str(tiny_tokenizer_dir),
                                     "--output_dir", str(tmp_path / "o")], capsys)
     assert "set `weight` for every source of the mixture or for none" in err
+
+
+# --- output_format: shards ----------------------------------------------------------------------------------------
+
+
+def test_shards_hold_the_arrow_blocks_in_two_bytes_a_token(tiny_packed_dir, tiny_sharded_dir):
+    """The same blocks, in the same order, as the Arrow format: uint16 files of 97 blocks, 2 bytes a token, read
+    memory-mapped; the stats say the format."""
+    from llm_recipes.shards import PackedBlocks, load_packed
+
+    arrow, _ = load_packed(tiny_packed_dir)
+    sharded, stats = load_packed(tiny_sharded_dir)
+    index = json.loads((tiny_sharded_dir / "index.json").read_text())
+    assert index["dtype"] == "uint16" and stats["format"] == {"output_format": "shards", "dtype": "uint16",
+                                                              "bytes_per_token": 2}
+    assert index["tokenizer"]["sha256"] == stats["tokenizer"]["sha256"]
+    assert set(sharded) == set(arrow) == {"train", "validation"}
+    for split, blocks in sharded.items():
+        assert isinstance(blocks, PackedBlocks) and len(blocks) == len(arrow[split]) == stats["splits"][split]["blocks"]
+        shards = index["splits"][split]["shards"]
+        assert [s["blocks"] for s in shards[:-1]] == [97] * (len(shards) - 1) and 0 < shards[-1]["blocks"] <= 97
+        assert sum((tiny_sharded_dir / s["file"]).stat().st_size for s in shards) == 2 * len(blocks) * 64
+        rows = np.stack([blocks[i]["input_ids"] for i in range(len(blocks))])
+        assert rows.dtype == np.int64 and (rows == np.array(arrow[split]["input_ids"])).all()
+    with pytest.raises(IndexError):
+        sharded["train"][len(sharded["train"])]
+
+
+@pytest.mark.slow  # Qwen's 152k-token tokenizer loads in ~2 s
+def test_a_vocabulary_over_65536_ids_packs_to_uint32(tmp_path, real_docs, family_model_dir):
+    from llm_recipes.shards import load_packed
+
+    corpus = write_jsonl(tmp_path / "docs.jsonl", real_docs[:120])
+    out, summary = pack(tmp_path, corpus, family_model_dir("qwen2"), "--output_format", "shards")
+    assert summary["format"]["dtype"] == "uint32" and summary["format"]["bytes_per_token"] == 4
+    blocks, _ = load_packed(out)
+    arrow_out, _ = pack(tmp_path, corpus, family_model_dir("qwen2"), name="arrow")
+    arrow = datasets.load_from_disk(str(arrow_out))
+    for split in ("train", "validation"):
+        rows = np.stack([blocks[split][i]["input_ids"] for i in range(len(blocks[split]))])
+        assert (rows == np.array(arrow[split]["input_ids"])).all()
+    assert max(blocks["train"].max_id(), blocks["validation"].max_id()) >= 2**16  # ids a uint16 could not hold

@@ -16,9 +16,8 @@ import recipes.merge_lora
 import recipes.pack
 import recipes.pretrain
 from testkit import (ACCELERATE, FAMILIES, PLANTED_ENV, REPO_ROOT, TWO_PROCESSES, assert_resumed_at,
-                     assert_resumed_batches,
-                     assert_same_losses_and_weights, built_once, data_order, history, kill_during_evaluation,
-                     kill_once_exists, kill_when, losses, newest_checkpoint_step, pretrain_args, run_main,
+                     assert_resumed_batches, assert_same_losses, assert_same_losses_and_weights, built_once, data_order,
+                     history, kill_during_evaluation, kill_once_exists, kill_when, losses, newest_checkpoint_step, pretrain_args, run_main,
                      run_recipe_error, secret_leaks)
 import warmproc
 from llm_recipes.checkpoints import resolve_source
@@ -84,6 +83,18 @@ def test_bad_input(tiny_packed_dir, tmp_path, capsys, extra, message):
     assert message in err
 
 
+def test_a_damaged_shard_is_named_before_any_compute(tiny_sharded_dir, tmp_path, capsys):
+    import shutil
+
+    packed = tmp_path / "packed"
+    shutil.copytree(tiny_sharded_dir, packed)
+    shard = packed / "train" / "00001.bin"
+    shard.write_bytes(shard.read_bytes()[:-10])  # cut off mid-block, as a copy interrupted
+    err = run_recipe_error("pretrain", pretrain_args(packed, tmp_path / "bad"), capsys)
+    assert "train/00001.bin: 12406 bytes, but index.json says 97 blocks" in err, err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_vocab_mismatch_is_caught_at_start(tiny_packed_dir, tiny_tokenizer_dir, tmp_path, capsys):
     other = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
     other.add_tokens(["<extra_token>"])
@@ -126,19 +137,21 @@ def uninterrupted(tiny_packed_dir):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_point", ["after_checkpoint_20", "evaluating_at_25", "writing_checkpoint_30",
-                                        "seeded_step_7", "seeded_step_42"])
+                                        "seeded_step_7", "seeded_step_42", "shards_seeded_step_3"])
 def test_kill_and_resume_matches_uninterrupted_run(kill_point, tiny_packed_dir, uninterrupted, tmp_path, capsys,
-                                                   caplog):
+                                                   caplog, request):
     """SIGKILL after a checkpoint completed, in the middle of an evaluation, while a checkpoint is being written (its
     folder exists, its marker does not), or in a step drawn with a seed; then resume `latest` from the newest
-    complete checkpoint (or from scratch)."""
+    complete checkpoint (or from scratch). `shards_`: the killed and resumed runs read the same blocks as uint16
+    shards (memory-mapped), the uninterrupted run read Arrow: the same batches and losses from the first step on."""
     import random
 
     baseline = uninterrupted
     common = KILL_COMMON
     killed = tmp_path / "killed"
-    proc = run_pretrain(pretrain_args(tiny_packed_dir, killed, *common))
-    if kill_point.startswith("seeded_step"):  # in a step drawn with the seed (its batch was just drawn)
+    packed = request.getfixturevalue("tiny_sharded_dir") if kill_point.startswith("shards") else tiny_packed_dir
+    proc = run_pretrain(pretrain_args(packed, killed, *common))
+    if "seeded_step" in kill_point:  # in a step drawn with the seed (its batch was just drawn)
         step = random.Random(int(kill_point.rsplit("_", 1)[1])).randint(12, 58)  # seed 7: step 32, seed 42: step 52
         kill_when(proc, lambda: len(data_order(killed)) > step, timeout=300, what=f"step {step}")
     elif kill_point == "after_checkpoint_20":
@@ -156,9 +169,12 @@ def test_kill_and_resume_matches_uninterrupted_run(kill_point, tiny_packed_dir, 
     partial.mkdir(parents=True, exist_ok=True)
     (partial / "model.safetensors").write_bytes(b"\0" * 100)
 
-    out = run_main("pretrain", pretrain_args(tiny_packed_dir, killed, *common, "--resume_from_checkpoint", "latest"),
+    out = run_main("pretrain", pretrain_args(packed, killed, *common, "--resume_from_checkpoint", "latest"),
                    capsys, caplog)
     assert "ignoring incomplete checkpoint(s)" in out and "checkpoint-55" in out
+    if packed != tiny_packed_dir:  # the other format: the killed run drew the Arrow run's batches, with its losses
+        assert data_order(killed)[:lines_before] == data_order(baseline)[:lines_before] and lines_before > 12
+        assert_same_losses(baseline, killed, 0)
 
     # the resumed process starts at the checkpoint's step: its first logged step and its first batch prove it
     assert_resumed_at(out, 60, checkpoint)
