@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from llm_recipes.config import ConfigError
+from llm_recipes.executors import ExecutorArguments
 
 from data_prep.sources import SourceSpec, parse_sources
 from data_prep.steps import STEPS, StepParams, parse_step_spec, step_name_of
@@ -17,7 +18,7 @@ STAGE_ORDER = {"document": 0, "dedup": 1, "split": 2}
 
 
 @dataclass
-class DataPrepArguments:
+class DataPrepArguments(ExecutorArguments):  # executor, tasks, workers, ray_* and slurm_* (llm_recipes/executors.py)
     sources: list[SourceSpec] = field(
         default_factory=list,
         metadata={"help": "Sources: list of {path, text_column, sample_by, weight, label, name, split}. path is a local "
@@ -38,10 +39,6 @@ class DataPrepArguments:
         metadata={"help": "Intermediate files and datatrove logs (default <output_dir>_work). Kept between runs so a "
                   "rerun skips completed tasks; wiped when the config or the source files change."},
     )
-    executor: str = field(
-        default="local", metadata={"help": "local (datatrove LocalPipelineExecutor), ray or slurm.", "choices": ["local", "ray", "slurm"]}
-    )
-    tasks: int = field(default=2, metadata={"help": "Shards of the data (datatrove tasks) for the per-document stages."})
     dedup_tasks: int = field(
         default=1,
         metadata={"help": "Tasks of the dedup bucket stage: each merges every dedup_tasks-th bucket (exact + 14 MinHash "
@@ -53,29 +50,12 @@ class DataPrepArguments:
         metadata={"help": "Signature records (44 bytes each) a bucket task holds in memory at once, whatever the "
                   "corpus size."},
     )
-    workers: int = field(default=-1, metadata={"help": "Tasks run at once (-1 = all tasks at once)."})
     validation_size: float = field(default=0.05, metadata={"help": "Share of documents in validation (by text hash)."})
     test_size: float = field(default=0.05, metadata={"help": "Share of documents in test (by text hash)."})
     seed: int = field(default=42, metadata={"help": "Seed of the split, the source-weight sampling and augmentation."})
     write_dropped: bool = field(
         default=False, metadata={"help": "Also write every dropped document with its step and reason to dropped/."}
     )
-    ray_address: str | None = field(
-        default=None,
-        metadata={"help": "executor ray: the cluster to run on, as ray.init takes it: host:port of its head node (the "
-                  "--port of `ray start --head`) or auto (RAY_ADDRESS, else the cluster `ray start` began on this "
-                  "machine). None: a Ray of its own in this process, with `workers` CPUs."},
-    )
-    ray_cpus_per_task: int = field(default=1, metadata={"help": "executor ray: CPUs reserved per task."})
-    slurm_partition: str | None = field(default=None, metadata={"help": "executor slurm: partition (required)."})
-    slurm_time: str = field(default="04:00:00", metadata={"help": "executor slurm: time limit per job array task."})
-    slurm_cpus_per_task: int = field(default=1, metadata={"help": "executor slurm: CPUs per task."})
-    slurm_mem_per_cpu_gb: int = field(default=2, metadata={"help": "executor slurm: memory per CPU in GB."})
-    slurm_venv_path: str | None = field(
-        default=None, metadata={"help": "executor slurm: virtualenv activated in each job (e.g. .venv/bin/activate)."}
-    )
-    slurm_qos: str = field(default="normal", metadata={"help": "executor slurm: quality of service."})
-
     # Parsed forms of `sources` and `steps` (not config keys).
     parsed_sources: list[SourceSpec] = field(init=False, repr=False)
     parsed_steps: list[tuple[str, StepParams]] = field(init=False, repr=False)
@@ -100,13 +80,12 @@ class DataPrepArguments:
                 raise ConfigError(f"steps[{i}]: step '{name}' is listed twice")
             self.parsed_steps.append((name, params))
         self._check_languages_known()
-        for key in ("tasks", "dedup_tasks", "dedup_chunk_records"):
+        self.check_executor()
+        for key in ("dedup_tasks", "dedup_chunk_records"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
         if not (0 <= self.validation_size and 0 <= self.test_size and self.validation_size + self.test_size < 1):
             raise ConfigError("validation_size and test_size must be >= 0 and sum to less than 1")
-        if self.executor == "slurm" and not self.slurm_partition:
-            raise ConfigError("executor slurm needs slurm_partition")
         if self.work_dir is None:
             self.work_dir = self.output_dir.rstrip("/") + "_work"
 

@@ -6,19 +6,19 @@ Stages (each a datatrove executor; its logs, stats and completion markers live i
   clusters   one task: groups over the pairs -> <work_dir>/dedup/removed/<rank>.jsonl           (with a dedup step)
   output     documents -> drop duplicates -> split, weights, augment -> <work_dir>/splits/<split>/<rank>.jsonl
   publish    report + copy into output_dir through a staging folder                  (driver; a job under Slurm)
-Local and Ray runs go stage by stage from the driver, which checks that every task of a stage completed before the
-next starts (datatrove's Ray executor would otherwise wait forever on a failed dependency). Slurm gets the chain as
-job arrays linked by afterok dependencies. Completed tasks are skipped on a rerun (datatrove's completion markers).
+Local and Ray runs go stage by stage from the driver; Slurm gets the chain as job arrays linked by afterok
+dependencies; completed tasks are skipped on a rerun (llm_recipes/executors.py).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 from loguru import logger
+
+from llm_recipes import executors
 
 from data_prep.config import DataPrepArguments
 from data_prep.layout import Layout
@@ -79,62 +79,26 @@ def stage_tasks(args: DataPrepArguments, stage: str) -> int:
 
 
 def make_executor(args: DataPrepArguments, layout: Layout, stage: str, pipeline: list, depends=None):
-    tasks = stage_tasks(args, stage)
-    workers = min(args.workers, tasks) if args.workers > 0 else -1
-    logs = str(layout.stage_logs(stage))
-    if args.executor == "local":
-        import multiprocess
-        from datatrove.executor import LocalPipelineExecutor
-
-        # datatrove forks each worker from one server process, started by the first stage this process runs: importing
-        # our steps there once, not in every worker of every stage, saves each worker ~1.5 s of a core; where that is
-        # the documents stage, loading spaCy's rules and jieba's dictionary there too saves each another ~2 s
-        preload = "data_prep.preload" if stage == "documents" else "data_prep.pipeline"
-        multiprocess.get_context("forkserver").set_forkserver_preload(["__main__", preload])
-
-        return LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=logs)
-    if args.executor == "ray":
-        from datatrove.executor import RayPipelineExecutor
-
-        return RayPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=logs,
-                                   cpus_per_task=args.ray_cpus_per_task)
-    from datatrove.executor import SlurmPipelineExecutor
-
-    return SlurmPipelineExecutor(
-        pipeline, tasks=tasks, workers=workers, logging_dir=logs, depends=depends,
-        job_name=f"data_prep_{stage}", partition=args.slurm_partition, time=args.slurm_time,
-        cpus_per_task=args.slurm_cpus_per_task, mem_per_cpu_gb=args.slurm_mem_per_cpu_gb,
-        venv_path=args.slurm_venv_path, qos=args.slurm_qos, slurm_logs_folder=str(layout.logs / "slurm" / stage),
-    )
-
-
-class StageFailed(RuntimeError):
-    pass
+    # the local executor's fork server imports our steps once, not every worker of every stage; where that is the
+    # documents stage, it loads spaCy's rules and jieba's dictionary too (each worker ~2 s of a core fewer)
+    return executors.make_executor(
+        args, pipeline, stage_tasks(args, stage), str(layout.stage_logs(stage)), f"data_prep_{stage}", depends,
+        slurm_logs=str(layout.logs / "slurm" / stage),
+        preload="data_prep.preload" if stage == "documents" else "data_prep.pipeline")
 
 
 def run_stages(args: DataPrepArguments, layout: Layout) -> dict[str, float]:
     """Local / Ray: run the stages in order; stop with an error when any task of a stage did not complete.
     Returns the wall time of each stage in seconds."""
     if args.executor == "ray":
-        import ray
-
-        if not ray.is_initialized():  # "local": without an address Ray would join a cluster found on the machine,
-            # where passing num_cpus is an error
-            ray.init(address=args.ray_address or "local", num_cpus=None if args.ray_address else max(args.workers, 1)
-                     if args.workers > 0 else None)
+        executors.init_ray(args)
     return {stage: run_stage(args, layout, stage, pipeline) for stage, pipeline in stage_pipelines(args, layout).items()}
 
 
 def run_stage(args: DataPrepArguments, layout: Layout, stage: str, pipeline: list) -> float:
-    """One stage on the local or Ray executor; its wall time in seconds, or StageFailed if any task did not complete."""
+    """One stage on the local or Ray executor; its wall time in seconds, or StageFailed (llm_recipes.executors) if any task did not complete."""
     executor = make_executor(args, layout, stage, pipeline)
-    start = time.perf_counter()
-    executor.run()
-    seconds = round(time.perf_counter() - start, 2)
-    incomplete = executor.get_incomplete_ranks(range(stage_tasks(args, stage)))
-    if incomplete:
-        raise StageFailed(f"stage {stage}: tasks {incomplete} did not complete; see {layout.stage_logs(stage)}/logs")
-    return seconds
+    return executors.run_stage(executor, stage_tasks(args, stage), stage, str(layout.stage_logs(stage)))
 
 
 def submit_slurm(args: DataPrepArguments, layout: Layout):

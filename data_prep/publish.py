@@ -10,6 +10,7 @@ from datatrove.pipeline.base import PipelineStep
 from loguru import logger
 
 from llm_recipes.atomic import publish_dir
+from llm_recipes.executors import EXECUTOR_KEYS
 from llm_recipes.run_info import resolved_config, write_run_info
 
 from data_prep.config import DataPrepArguments
@@ -17,9 +18,7 @@ from data_prep.layout import Layout
 from data_prep.report import build_report, check_accounting, markdown, warning_text, write_histogram_png
 
 
-RUN_ONLY_KEYS = ("output_dir", "work_dir", "executor", "workers", "dedup_tasks", "dedup_chunk_records", "ray_address",
-                 "ray_cpus_per_task", "slurm_partition", "slurm_time", "slurm_cpus_per_task", "slurm_mem_per_cpu_gb",
-                 "slurm_venv_path", "slurm_qos")
+RUN_ONLY_KEYS = ("output_dir", "work_dir", "dedup_tasks", "dedup_chunk_records", *EXECUTOR_KEYS)
 
 
 def publish(args: DataPrepArguments) -> Path:

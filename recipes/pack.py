@@ -24,9 +24,11 @@ import numpy as np
 from llm_recipes.atomic import publish_dir, stop_cleanly_when_disk_full
 from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.corpus import CorpusArguments, load_corpus
+from llm_recipes.executors import ExecutorArguments
 from llm_recipes.packing import count_token, count_tokens, mix_by_weight, pack, tokenize, tokenizer_fingerprint
 from llm_recipes.run_info import write_run_info
 from llm_recipes.shards import shard_dtype, write_index, write_split
+from llm_recipes.sharded_pack import pack_with_executor
 from llm_recipes.tokenizer import tokenizer_from
 
 logger = logging.getLogger("pack")
@@ -37,7 +39,7 @@ class PackArguments:
     tokenizer_name_or_path: str = field(metadata={"help": "Tokenizer folder (from make tokenizer) or Hub id."})
     output_dir: str = field(metadata={"help": "Folder for the packed dataset (replaced atomically when it exists)."})
     block_size: int = field(default=1024, metadata={"help": "Tokens per block: the training sequence length."})
-    num_proc: int | None = field(default=None, metadata={"help": "Worker processes for map; default: all cores."})
+    num_proc: int | None = field(default=None, metadata={"help": "Worker processes for encoding; default: all cores."})
     tokenize_batch_size: int = field(default=1000, metadata={"help": "Documents per tokenizer call."})
     pack_batch_size: int = field(
         default=1000,
@@ -49,24 +51,40 @@ class PackArguments:
     shard_blocks: int = field(default=2**20, metadata={"help": "Blocks per shard file with output_format shards."})
 
 
+@dataclass
+class PackExecutorArguments(ExecutorArguments):  # tasks, workers, ray_* and slurm_* as in make data
+    executor: str = field(default="datasets", metadata={
+        "help": "datasets: datasets.map on this machine (small corpora, weights, a random validation split); local, "
+                "ray or slurm: datatrove tasks, one uint16 / uint32 shard per input file (llm_recipes/sharded_pack.py).",
+        "choices": ["datasets", "local", "ray", "slurm"]})
+    work_dir: str | None = field(default=None, metadata={
+        "help": "executor local / ray / slurm: shards and task markers kept for a rerun (default <output_dir>_work)."})
+
+
 def make_parser() -> RecipeParser:
-    return RecipeParser((CorpusArguments, PackArguments))
+    return RecipeParser((CorpusArguments, PackArguments, PackExecutorArguments))
 
 
 def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     parser = make_parser()
-    corpus_args, args = parser.parse(argv)
+    corpus_args, args, ex = parser.parse(argv)
     if args.block_size < 2:
         parser.error(f"block_size must be at least 2, got {args.block_size}")
     num_proc = args.num_proc or os.cpu_count() or 1
     try:
+        ex.check_executor()
         tokenizer = tokenizer_from(args.tokenizer_name_or_path)
+        if tokenizer.eos_token_id is None:
+            raise ConfigError(f"tokenizer {args.tokenizer_name_or_path} has no eos_token: documents could not be "
+                              "separated")
+        tokenizer_info = {"name_or_path": args.tokenizer_name_or_path, "vocab_size": len(tokenizer),
+                          "eos_token_id": tokenizer.eos_token_id, "sha256": tokenizer_fingerprint(tokenizer)}
+        if ex.executor != "datasets":
+            return pack_with_executor(corpus_args, args, ex, tokenizer, tokenizer_info)
         splits, corpus_stats = load_corpus(corpus_args)
     except (ConfigError, OSError) as e:
         parser.error(str(e))
-    if tokenizer.eos_token_id is None:
-        parser.error(f"tokenizer {args.tokenizer_name_or_path} has no eos_token: documents could not be separated")
 
     packed, stats = {}, {}
     for name, docs in splits.items():
@@ -78,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
             for entry in mixture:
                 entry["source"] = corpus_args.train_sources[entry["source"]].path
             tokens = tokens.select(rows).flatten_indices()  # count_tokens reads the Arrow table itself
-        blocks = pack(tokens, args.block_size, args.pack_batch_size, num_proc, desc=name)
+        blocks = pack(tokens, args.block_size, args.pack_batch_size, desc=name)
         n_tokens = count_tokens(tokens)
         n_blocks = len(blocks)
         pads = count_token(blocks, tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
@@ -98,26 +116,18 @@ def main(argv: list[str] | None = None) -> dict:
             logger.warning("split %s has %d tokens: fewer than one %d-token block", name, n_tokens, args.block_size)
         packed[name] = blocks
 
-    summary = {
-        "splits": stats,
-        "tokenizer": {
-            "name_or_path": args.tokenizer_name_or_path,
-            "vocab_size": len(tokenizer),
-            "eos_token_id": tokenizer.eos_token_id,
-            "sha256": tokenizer_fingerprint(tokenizer),
-        },
-    }
+    summary = {"splits": stats, "tokenizer": tokenizer_info}
     dtype = shard_dtype(len(tokenizer)) if args.output_format == "shards" else np.dtype("<i4")
     summary["format"] = {"output_format": args.output_format, "dtype": dtype.name, "bytes_per_token": dtype.itemsize}
     with publish_dir(args.output_dir) as staging:
         if args.output_format == "shards":
-            write_index(staging, dtype, args.block_size, summary["tokenizer"],
+            write_index(staging, dtype, args.block_size, tokenizer_info,
                         {name: write_split(blocks, staging, name, dtype, args.shard_blocks)
                          for name, blocks in packed.items()})
         else:
             datasets.DatasetDict(packed).save_to_disk(str(staging))
         (staging / "stats.json").write_text(json.dumps(summary, indent=2) + "\n")
-        write_run_info(staging, corpus_args, args, recipe="pack")
+        write_run_info(staging, corpus_args, args, ex, recipe="pack")
     for name, s in stats.items():
         logger.info(
             "%s: %d documents (%d empty skipped) -> %d tokens -> %d blocks of %d, %d tail tokens dropped",

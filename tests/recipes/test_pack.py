@@ -256,3 +256,124 @@ def test_a_vocabulary_over_65536_ids_packs_to_uint32(tmp_path, real_docs, family
         rows = np.stack([blocks[split][i]["input_ids"] for i in range(len(blocks[split]))])
         assert (rows == np.array(arrow[split]["input_ids"])).all()
     assert max(blocks["train"].max_id(), blocks["validation"].max_id()) >= 2**16  # ids a uint16 could not hold
+
+
+# --- executor local / ray / slurm: datatrove tasks, one shard per file ----------------------------------------------
+
+
+def split_corpus(folder, docs, files):
+    """`docs` as `files` JSONL files in folder (a data_prep-like split: several files, sorted names)."""
+    folder.mkdir(parents=True)
+    for i in range(files):
+        write_jsonl(folder / f"{i:05d}.jsonl", docs[i::files])
+    return folder
+
+
+def shard_files(out):
+    """What a pack run wrote, minus the two files that name the run (folder, executor, tasks, start time)."""
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name not in ("run_info.json", "resolved_config.yaml")}
+
+
+@pytest.mark.slow  # three datatrove runs (a fork server and a process per task each, ~3 s) and a datasets-path pack
+def test_any_task_count_writes_the_same_shards_and_a_file_per_split_packs_as_the_datasets_path(tmp_path, real_docs,
+                                                                                               tiny_tokenizer_dir):
+    """1, 2 and 4 tasks over 4 train files: the same bytes; each file is a shard. A split that is one file: the very
+    blocks and stats of the default (datasets) path."""
+    from llm_recipes.shards import load_packed
+
+    docs = [d for d in real_docs if d.strip()] * 2
+    train, validation = split_corpus(tmp_path / "train", docs[:-60], 4), split_corpus(tmp_path / "val", docs[-60:], 1)
+    runs = {}
+    for tasks in (1, 2, 4):
+        out, summary = pack(tmp_path, train, tiny_tokenizer_dir, "--validation_sources", str(validation),
+                            "--executor", "local", "--tasks", str(tasks), "--pack_batch_size", "50",
+                            name=f"tasks{tasks}")
+        runs[tasks] = shard_files(out)
+    assert runs[1] == runs[2] == runs[4]
+    index = json.loads(runs[1]["index.json"])
+    assert [s["file"] for s in index["splits"]["train"]["shards"]] == [f"train/{i:05d}.bin" for i in range(4)]
+    assert summary == json.loads(runs[1]["stats.json"]) and summary["splits"]["train"]["documents"] == len(docs) - 60
+
+    one_file = split_corpus(tmp_path / "one", docs[:-60], 1)
+    args = ["--validation_sources", str(validation), "--pack_batch_size", "50"]
+    sharded, sharded_summary = pack(tmp_path, one_file, tiny_tokenizer_dir, *args, "--executor", "local",
+                                    "--tasks", "2", name="sharded")
+    arrow, arrow_summary = pack(tmp_path, one_file, tiny_tokenizer_dir, *args, name="arrow")
+    for split in ("train", "validation"):
+        expected = np.array(load_packed(arrow)[0][split]["input_ids"])
+        got = load_packed(sharded)[0][split]
+        assert np.array_equal(np.stack([got[i]["input_ids"] for i in range(len(got))]), expected)
+        assert {k: v for k, v in sharded_summary["splits"][split].items() if k != "fingerprint"} == \
+               {k: v for k, v in arrow_summary["splits"][split].items() if k != "fingerprint"}
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--validation_sources", "{val}", "--max_documents", "10"], "quick runs pack with executor datasets"),
+    ([], "set validation_sources"),
+    (["--executor", "slurm"], "needs slurm_partition"),
+])
+def test_a_per_file_pack_refuses_what_needs_the_whole_corpus(tmp_path, real_docs, tiny_tokenizer_dir, capsys, extra,
+                                                            message):
+    train, val = split_corpus(tmp_path / "train", real_docs, 2), split_corpus(tmp_path / "val", real_docs[:20], 1)
+    args = ["--train_sources", str(train), "--tokenizer_name_or_path", str(tiny_tokenizer_dir), "--output_dir",
+            str(tmp_path / "out"), "--executor", "local", *[a.format(val=val) for a in extra]]
+    assert message in run_recipe_error("pack", args, capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_weights_need_the_datasets_path(tmp_path, real_docs, tiny_tokenizer_dir, capsys):
+    train, val = split_corpus(tmp_path / "train", real_docs, 2), split_corpus(tmp_path / "val", real_docs[:20], 1)
+    config = tmp_path / "pack.yaml"
+    config.write_text(f"train_sources:\n  - {{path: {train}/00000.jsonl, weight: 1}}\n"
+                      f"  - {{path: {train}/00001.jsonl, weight: 2}}\nvalidation_sources: [{val}]\n")
+    err = run_recipe_error("pack", ["--config", str(config), "--tokenizer_name_or_path", str(tiny_tokenizer_dir),
+                                    "--output_dir", str(tmp_path / "out"), "--executor", "local"], capsys)
+    assert "`weight` needs the whole mixture in one place" in err
+
+
+@pytest.mark.slow  # two runs of a fork server and its tasks
+def test_a_killed_per_file_pack_reruns_only_the_tasks_that_did_not_complete(tmp_path, real_docs, tiny_tokenizer_dir):
+    """SIGKILL once the first of 2 tasks completed (they run one at a time): no output folder; the rerun leaves the
+    completed task's shards as they were (same inode: not rewritten) and writes the uninterrupted run's bytes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from testkit import REPO_ROOT, kill_when
+
+    docs = [d for d in real_docs if d.strip()] * 3
+    train, val = split_corpus(tmp_path / "train", docs, 4), split_corpus(tmp_path / "val", docs[:40], 1)
+    args = ["--train_sources", str(train), "--validation_sources", str(val), "--tokenizer_name_or_path",
+            str(tiny_tokenizer_dir), "--block_size", "64", "--executor", "local", "--tasks", "2", "--workers", "1"]
+    baseline, _ = pack(tmp_path, train, tiny_tokenizer_dir, *args[2:], name="baseline")
+
+    out, work = tmp_path / "killed", tmp_path / "killed_work"
+    proc = warmproc.popen([sys.executable, str(REPO_ROOT / "recipes/pack.py"), *args, "--output_dir", str(out)],
+                          cwd=REPO_ROOT, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          start_new_session=True)
+    completions = work / "logs" / "pack" / "completions"
+    kill_when(proc, lambda: completions.is_dir() and any(completions.iterdir()), timeout=300, group=True,
+              what="the first completed task")
+    assert proc.returncode == -signal.SIGKILL and not out.exists()
+    (done,) = [int(p.name) for p in completions.iterdir()]
+    kept = {p: p.stat().st_ino for p in sorted((work / "shards").rglob("*.bin"))}
+    units = json.loads((work / "plan.json").read_text())
+    mine = [work / "shards" / f"{u['shard']}.bin" for u in units[done::2]]
+    assert mine and all(p in kept for p in mine)
+
+    again, _ = pack(tmp_path, train, tiny_tokenizer_dir, *args[2:], name="killed")
+    assert shard_files(again) == shard_files(baseline)
+    assert all(p.stat().st_ino == kept[p] for p in mine), "the completed task ran again"
+
+
+def test_the_blocks_do_not_depend_on_num_proc(tmp_path, real_docs, tiny_tokenizer_dir):
+    """Packing groups are counted from the first document, not from each map worker's first."""
+    blocks = []
+    for workers in ("1", "2"):  # a corpus file each: no datasets cache shared between the two runs
+        corpus = write_jsonl(tmp_path / f"docs{workers}.jsonl", real_docs)
+        out, _ = pack(tmp_path, corpus, tiny_tokenizer_dir, "--pack_batch_size", "50", "--num_proc", workers,
+                      name=f"num_proc{workers}")
+        blocks.append(datasets.load_from_disk(str(out))["train"]["input_ids"])
+    assert blocks[0] == blocks[1] and len(blocks[0]) > 100

@@ -1,0 +1,242 @@
+"""`make pack` as datatrove tasks (executor local, ray or slurm): every input file becomes its own shard, whichever task
+packs it, and one last step writes the index and publishes the folder.
+
+    pack   task r of N: files r, r+N, ... of the corpus (train files, then validation files, each in sorted order)
+           -> read (datasets' streaming reader: nothing cached), skip empty documents, encode + EOS and cut into blocks
+           in groups of `pack_batch_size` documents (the single-node path's own functions) -> <work_dir>/shards/
+           <split>/<file index>.bin written under a temporary name, then renamed, with its counts beside it
+    index  the driver (a last job under Slurm): shards in file order, linked into a staging folder with index.json
+           and stats.json, renamed into output_dir
+
+The shards depend on the files, never on the number of tasks, so 1, 2 or 4 tasks write the same bytes. A group never
+spans two files: where each split is one file the blocks are the single-node path's blocks, in its order. A killed
+run rerun skips the tasks that completed (datatrove's markers) and the index step always runs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from datatrove.pipeline.base import PipelineStep
+
+from llm_recipes.atomic import publish_dir
+from llm_recipes.config import ConfigError
+from llm_recipes.corpus import BUILDERS, CorpusArguments, _is_nonempty, _to_text, check_local_file, resolve_files
+from llm_recipes.shards import write_index
+
+PLAN = "plan.json"
+
+
+def plan_files(corpus: CorpusArguments) -> list[dict]:
+    """The corpus as one unit of work per local file, in the order the shards are indexed; one clear line for what a
+    per-file pack cannot do."""
+    if corpus.weighted:
+        raise ConfigError("train_sources: `weight` needs the whole mixture in one place; pack it with executor "
+                          "datasets (the default)")
+    if corpus.max_documents is not None:
+        raise ConfigError("max_documents: quick runs pack with executor datasets (the default)")
+    if not corpus.validation_sources and corpus.validation_split_size > 0:
+        raise ConfigError("a per-file pack keeps every file whole: set validation_sources (make data writes a "
+                          "validation split) or validation_split_size: 0")
+    units = []
+    for split, sources in (("train", corpus.train_sources), ("validation", corpus.validation_sources)):
+        for source in sources:
+            files = resolve_files(source)
+            if files is None:
+                raise ConfigError(f"source {source.path}: a Hub dataset; a per-file pack reads local files")
+            for path in files:
+                check_local_file(path)
+                shard = sum(u["split"] == split for u in units)
+                units.append({"split": split, "shard": f"{split}/{shard:05d}", "file": str(path),
+                              "text_column": source.text_column, "sample_by": source.sample_by})
+    if not any(u["split"] == "train" for u in units):
+        raise ConfigError("train_sources is empty: list at least one source")
+    return units
+
+
+def work_fingerprint(corpus: CorpusArguments, args, tasks: int, units: list[dict], tokenizer_sha: str) -> str:
+    """What decides the shards in the work folder: the files (size, time), the tokenizer, the packing settings and the
+    task count (datatrove's completion markers are per task); not where or how fast the tasks run."""
+    import dataclasses
+
+    settings = {k: v for k, v in dataclasses.asdict(args).items() if k != "output_dir"}
+    files = [[u["file"], os.stat(u["file"]).st_size, os.stat(u["file"]).st_mtime_ns] for u in units]
+    return json.dumps({"corpus": dataclasses.asdict(corpus), "settings": settings, "tasks": tasks,
+                       "tokenizer": tokenizer_sha, "files": files}, sort_keys=True, default=str)
+
+
+def documents(unit: dict):
+    """The unit's file as text documents, in file order, without a `datasets` cache (the streaming reader)."""
+    import datasets
+
+    builder = BUILDERS[Path(unit["file"]).suffix]
+    kwargs = {"sample_by": unit["sample_by"]} if builder == "text" else {}
+    if builder == "tsv":
+        builder, kwargs = "csv", {"sep": "\t", "quoting": 3}
+    stream = datasets.load_dataset(builder, data_files=[unit["file"]], split="train", streaming=True, **kwargs)
+    for row in stream:
+        if unit["text_column"] not in row:
+            raise ConfigError(f"{unit['file']}: no column '{unit['text_column']}' (columns: {', '.join(row)}); "
+                              "set text_column")
+        yield _to_text(row, unit["text_column"])["text"]
+
+
+def pack_file(unit: dict, tokenizer, block_size: int, group: int, dtype: np.dtype, out: Path) -> dict:
+    """One file -> <out>/<shard>.bin (+ .json with its counts and sha256), written whole or not at all."""
+    from llm_recipes.packing import _encode, _pack
+
+    target = out / f"{unit['shard']}.bin"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stats = {"file": unit["file"], "documents": 0, "empty_documents_skipped": 0, "tokens": 0, "blocks": 0, "pads": 0}
+    digest, texts = hashlib.sha256(), []
+    with open(target.with_suffix(".tmp"), "wb") as f:
+        def flush():
+            tokens = _encode(pa.table({"text": texts}), tokenizer)
+            ids = pc.list_flatten(_pack(tokens, block_size).column("input_ids")).to_numpy()
+            data = ids.astype(dtype).tobytes()
+            f.write(data)
+            digest.update(data)
+            stats["tokens"] += int(pc.sum(pc.list_value_length(tokens.column("input_ids"))).as_py() or 0)
+            stats["blocks"] += len(ids) // block_size
+            if tokenizer.pad_token_id is not None:
+                stats["pads"] += int((ids == tokenizer.pad_token_id).sum())
+            texts.clear()
+
+        for text in documents(unit):
+            if not _is_nonempty({"text": [text]})[0]:
+                stats["empty_documents_skipped"] += 1
+                continue
+            texts.append(text)
+            stats["documents"] += 1
+            if len(texts) == group:
+                flush()
+        if texts:
+            flush()
+    stats["sha256"] = digest.hexdigest()
+    target.with_suffix(".tmp").rename(target)
+    target.with_suffix(".json").write_text(json.dumps(stats) + "\n")
+    return stats
+
+
+class PackFiles(PipelineStep):
+    """Task `rank` of `world_size` packs files rank, rank + world_size, ... of the plan."""
+
+    type = "pack"
+    name = "pack files"
+
+    def __init__(self, work_dir: str, tokenizer_name_or_path: str, block_size: int, pack_batch_size: int, dtype: str):
+        super().__init__()
+        self.work_dir, self.tokenizer_name_or_path = work_dir, tokenizer_name_or_path
+        self.block_size, self.pack_batch_size, self.dtype = block_size, pack_batch_size, np.dtype(dtype)
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        import copy
+
+        from llm_recipes.tokenizer import tokenizer_from
+
+        tokenizer = copy.deepcopy(tokenizer_from(self.tokenizer_name_or_path))  # _encode sets a flag on it
+        units = json.loads((Path(self.work_dir) / PLAN).read_text())
+        for unit in units[rank::world_size]:
+            stats = pack_file(unit, tokenizer, self.block_size, self.pack_batch_size, self.dtype,
+                              Path(self.work_dir) / "shards")
+            self.stat_update("documents", value=stats["documents"])
+            self.stat_update("blocks", value=stats["blocks"])
+        return
+        yield
+
+
+def publish_index(work_dir: Path, output_dir: str, block_size: int, dtype: str, tokenizer_info: dict,
+                  run_configs: tuple) -> dict:
+    """Shards in plan order, hard-linked (copied across file systems) into a staging folder with index.json and
+    stats.json, renamed into output_dir. Returns stats.json's content."""
+    from llm_recipes.run_info import write_run_info
+
+    work_dir, dtype = Path(work_dir), np.dtype(dtype)
+    units = json.loads((work_dir / PLAN).read_text())
+    per_split: dict[str, dict] = {}
+    with publish_dir(output_dir) as staging:
+        for unit in units:
+            counts = json.loads((work_dir / "shards" / f"{unit['shard']}.json").read_text())
+            source, target = work_dir / "shards" / f"{unit['shard']}.bin", staging / f"{unit['shard']}.bin"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, target)
+            except OSError:
+                import shutil
+
+                shutil.copyfile(source, target)
+            split = per_split.setdefault(unit["split"], {"shards": [], "documents": 0, "empty_documents_skipped": 0,
+                                                         "tokens": 0, "blocks": 0, "pads": 0})
+            split["shards"].append({"file": f"{unit['shard']}.bin", "blocks": counts["blocks"],
+                                    "sha256": counts["sha256"], "source": unit["file"]})
+            for key in ("documents", "empty_documents_skipped", "tokens", "blocks", "pads"):
+                split[key] += counts[key]
+        write_index(staging, dtype, block_size, tokenizer_info,
+                    {name: {"shards": s["shards"], "blocks": s["blocks"]} for name, s in per_split.items()})
+        stats = {"splits": {name: {
+            "documents": s["documents"], "empty_documents_skipped": s["empty_documents_skipped"], "tokens": s["tokens"],
+            "blocks": s["blocks"], "block_size": block_size, "packed_tokens": s["blocks"] * block_size,
+            "dropped_tail_tokens": s["tokens"] - s["blocks"] * block_size,
+            "real_token_share": 1.0 - s["pads"] / max(s["blocks"] * block_size, 1)} for name, s in per_split.items()},
+            "tokenizer": tokenizer_info,
+            "format": {"output_format": "shards", "dtype": dtype.name, "bytes_per_token": dtype.itemsize}}
+        (staging / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+        write_run_info(staging, *run_configs, recipe="pack")
+    return stats
+
+
+class PublishIndex(PipelineStep):
+    """The index step as a datatrove step, for Slurm, where it runs as the last job of the chain."""
+
+    type = "pack"
+    name = "index"
+
+    def __init__(self, **kwargs):
+        super().__init__()
+        self.kwargs = kwargs
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        publish_index(**self.kwargs)
+        return
+        yield
+
+
+def pack_with_executor(corpus: CorpusArguments, args, ex, tokenizer, tokenizer_info: dict) -> dict | None:
+    """The whole per-file pack: plan, work folder (kept for a rerun only when nothing that decides the shards
+    changed), the tasks, then the index. Returns stats.json's content (None under Slurm: the jobs were submitted)."""
+    import shutil
+
+    from llm_recipes import executors
+    from llm_recipes.shards import shard_dtype
+
+    units = plan_files(corpus)
+    tasks = min(ex.tasks, len(units))
+    work = Path(ex.work_dir or args.output_dir.rstrip("/") + "_work")
+    stamp, wanted = work / "fingerprint.json", work_fingerprint(corpus, args, tasks, units, tokenizer_info["sha256"])
+    if work.exists() and (not stamp.exists() or stamp.read_text() != wanted):
+        shutil.rmtree(work)  # other files, tokenizer or settings: the old shards and task markers do not apply
+    work.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(wanted)
+    (work / PLAN).write_text(json.dumps(units, indent=1) + "\n")
+    dtype = shard_dtype(len(tokenizer)).name
+    pack = PackFiles(str(work), args.tokenizer_name_or_path, args.block_size, args.pack_batch_size, dtype)
+    index = {"work_dir": str(work), "output_dir": args.output_dir, "block_size": args.block_size, "dtype": dtype,
+             "tokenizer_info": tokenizer_info, "run_configs": (corpus, args, ex)}
+    logs = work / "logs"
+    if ex.executor == "slurm":
+        first = executors.make_executor(ex, [pack], tasks, str(logs / "pack"), "pack",
+                                        slurm_logs=str(logs / "slurm" / "pack"))
+        executors.make_executor(ex, [PublishIndex(**index)], 1, str(logs / "index"), "pack_index", depends=first,
+                                slurm_logs=str(logs / "slurm" / "index")).run()
+        return None
+    if ex.executor == "ray":
+        executors.init_ray(ex)
+    executor = executors.make_executor(ex, [pack], tasks, str(logs / "pack"), "pack", preload=__name__)
+    executors.run_stage(executor, tasks, "pack", str(logs / "pack"))
+    return publish_index(**index)
