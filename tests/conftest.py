@@ -163,3 +163,14 @@ def pytest_collection_modifyitems(config, items):
     tests, each group in collection order (xdist's loadgroup hands out grouped tests together, largest group first)."""
     items.sort(key=lambda item: (not item.nodeid.startswith("tests/test_demo.py"),
                                  item.get_closest_marker("slow") is None))
+
+
+@pytest.fixture
+def fake_sbatch(tmp_path, monkeypatch):
+    """tests/fakeslurm.py's sbatch on PATH, recording each call without running the job; like Slurm it refuses a
+    script whose #SBATCH lines it would refuse. Returns the JSONL file of the calls."""
+    from fakeslurm import install
+
+    calls = install(tmp_path / "bin", tmp_path / "sbatch_calls.jsonl", run=False)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    return calls

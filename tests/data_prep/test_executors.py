@@ -1,12 +1,10 @@
 """The same YAML on Ray (a local 2-CPU cluster) gives the same bytes; on Slurm it submits a chained job array."""
 
 import json
-import os
 import re
 
 import pytest
 from dp_helpers import TINY, run, split_hashes
-from fakeslurm import install
 from testkit import TWO_PROCESSES
 
 from data_prep.cli import main
@@ -26,15 +24,6 @@ def test_ray_gives_byte_identical_output_and_report(repo_root, tmp_path, tiny_ru
     assert json.loads((on_ray / "report.json").read_text()) == json.loads((local / "report.json").read_text())
     assert (on_ray / "report.md").read_text() == (local / "report.md").read_text()
     assert "executor: ray" in (on_ray / "resolved_config.yaml").read_text()
-
-
-@pytest.fixture
-def fake_sbatch(tmp_path, monkeypatch):
-    """tests/fakeslurm.py's sbatch on PATH, recording each call without running the job; like Slurm it refuses a
-    script whose #SBATCH lines it would refuse."""
-    calls = install(tmp_path / "bin", tmp_path / "sbatch_calls.jsonl", run=False)
-    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    return calls
 
 
 def test_slurm_submits_job_arrays_chained_by_dependencies(repo_root, tmp_path, fake_sbatch):

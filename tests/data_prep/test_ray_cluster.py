@@ -1,5 +1,6 @@
-"""data_prep on a real two-node Ray cluster (a head and a worker started by `ray start` on this machine, 1 CPU each):
-the same bytes and report as the local executor, with the work spread over both nodes."""
+"""data_prep and then pack on a real two-node Ray cluster (a head and a worker started by `ray start` on this machine, 1
+CPU each): the same bytes (and report) as the local executor, with the work spread over both nodes. One cluster for
+both stages, as a user would run them: starting one costs ~16 s."""
 
 import json
 import os
@@ -100,7 +101,8 @@ def probe(address: str, env: dict, nodes: int) -> dict:
 
 
 @pytest.mark.slow
-def test_two_node_ray_cluster_gives_byte_identical_output_and_report(repo_root, tmp_path, tiny_run, ray_cluster):
+def test_two_node_ray_cluster_gives_byte_identical_output_and_report(repo_root, tmp_path, tiny_run, ray_cluster,
+                                                                     tiny_tokenizer_dir):
     address, env = ray_cluster
     nodes = probe(address, env, 2)["alive"]
     assert len(nodes) == 2, nodes
@@ -121,3 +123,21 @@ def test_two_node_ray_cluster_gives_byte_identical_output_and_report(repo_root, 
     assert (out / "report.md").read_text() == (local / "report.md").read_text()
     assert "executor: ray" in (out / "resolved_config.yaml").read_text()
     assert f"ray_address: {address}" in (out / "resolved_config.yaml").read_text()
+
+    # make pack of that output on the same cluster: its 2 tasks run as actors of the cluster (on whichever node Ray
+    # picks: a tiny task may end before the next is placed) and write the local executor's bytes
+    import recipes.pack
+
+    pack = ["--train_sources", str(local / "train"), "--validation_sources", str(local / "validation"),
+            "--tokenizer_name_or_path", str(tiny_tokenizer_dir), "--block_size", "64", "--tasks", "2"]
+    done = warmproc.run([sys.executable, str(repo_root / "recipes" / "pack.py"), *pack, "--output_dir",
+                         str(tmp_path / "packed-ray"), "--executor", "ray", "--ray_address", address], cwd=repo_root,
+                        env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    pack_nodes = probe(address, env, 2)["task_nodes"][len(task_nodes):]
+    assert len(pack_nodes) == 2 and set(pack_nodes) <= set(nodes), pack_nodes
+    recipes.pack.main([*pack, "--output_dir", str(tmp_path / "packed-local"), "--executor", "local"])
+    packed = [{p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*"))
+               if p.is_file() and p.name not in ("run_info.json", "resolved_config.yaml")}
+              for d in (tmp_path / "packed-ray", tmp_path / "packed-local")]
+    assert packed[0] == packed[1] and len(packed[0]) == 2 + 4  # index, stats, 2 train + 2 validation shards

@@ -377,3 +377,22 @@ def test_the_blocks_do_not_depend_on_num_proc(tmp_path, real_docs, tiny_tokenize
                       name=f"num_proc{workers}")
         blocks.append(datasets.load_from_disk(str(out))["train"]["input_ids"])
     assert blocks[0] == blocks[1] and len(blocks[0]) > 100
+
+
+def test_on_slurm_the_pack_array_then_the_index_job_are_submitted(tmp_path, real_docs, tiny_tokenizer_dir, fake_sbatch):
+    import re
+
+    train, val = split_corpus(tmp_path / "train", real_docs, 3), split_corpus(tmp_path / "val", real_docs[:20], 1)
+    out = tmp_path / "out"
+    assert recipes.pack.main(["--train_sources", str(train), "--validation_sources", str(val), "--tokenizer_name_or_path",
+                              str(tiny_tokenizer_dir), "--output_dir", str(out), "--executor", "slurm",
+                              "--slurm_partition", "cpu", "--tasks", "8", "--slurm_time", "00:30:00"]) is None
+    calls = [json.loads(line) for line in fake_sbatch.read_text().splitlines()]
+    jobs = {re.search(r"#SBATCH --job-name=(\S+)", c["script"]).group(1): c for c in calls
+            if "launch_pickled_pipeline" in c["script"]}
+    assert set(jobs) == {"pack", "pack_index"}, sorted(jobs)
+    assert "#SBATCH --array=0-3" in jobs["pack"]["script"]  # 8 tasks asked, 4 files: 4 tasks
+    assert "#SBATCH --partition=cpu" in jobs["pack"]["script"] and "#SBATCH --time=00:30:00" in jobs["pack"]["script"]
+    assert "#SBATCH --array=0-0" in jobs["pack_index"]["script"]
+    assert f"--dependency=afterok:{jobs['pack']['id']}" in jobs["pack_index"]["args"]
+    assert not out.exists()  # nothing is published until the index job has run
