@@ -126,21 +126,30 @@ def resolve_files(source: TextSource) -> list[Path] | None:
     return local_files(source.path, BUILDERS)
 
 
-def check_local_file(path: Path) -> None:
-    """Fail with file and line on bytes that are not UTF-8 or JSON that does not parse, and on an empty file."""
-    if path.stat().st_size == 0:
-        raise ConfigError(f"{path}: empty file (no documents)")
+def checked_lines(path: Path):
+    """(line number, text) of a local file, failing with file and line on bytes that are not UTF-8 and, in a .jsonl
+    file, on a line that does not parse; JSON Lines come parsed (blank lines skipped, as datasets' reader does)."""
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 raise ConfigError(f"{path}, line {lineno}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-            if path.suffix == ".jsonl" and line.strip():
+            if path.suffix != ".jsonl":
+                yield lineno, line
+            elif line.strip():
                 try:
-                    json.loads(line)
+                    yield lineno, json.loads(line)
                 except json.JSONDecodeError as e:
                     raise ConfigError(f"{path}, line {lineno}: invalid JSON ({e.msg}, column {e.colno})") from None
+
+
+def check_local_file(path: Path) -> None:
+    """Fail with file and line on bytes that are not UTF-8 or JSON that does not parse, and on an empty file."""
+    if path.stat().st_size == 0:
+        raise ConfigError(f"{path}: empty file (no documents)")
+    for _ in checked_lines(path):
+        pass
     if path.suffix == ".json":
         try:
             with open(path, encoding="utf-8") as f:

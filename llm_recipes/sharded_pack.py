@@ -20,6 +20,7 @@ import json
 import os
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,8 +28,11 @@ from datatrove.pipeline.base import PipelineStep
 
 from llm_recipes.atomic import publish_dir
 from llm_recipes.config import ConfigError
-from llm_recipes.corpus import BUILDERS, CorpusArguments, _is_nonempty, _to_text, check_local_file, resolve_files
+from llm_recipes.corpus import (BUILDERS, CorpusArguments, _is_nonempty, _to_text, check_local_file, checked_lines,
+                                 resolve_files)
+from llm_recipes.packing import _encode, _pack
 from llm_recipes.shards import write_index
+from llm_recipes.tokenizer import tokenizer_from  # imported here: the local executor's fork server preloads this module
 
 PLAN = "plan.json"
 
@@ -50,8 +54,9 @@ def plan_files(corpus: CorpusArguments) -> list[dict]:
             files = resolve_files(source)
             if files is None:
                 raise ConfigError(f"source {source.path}: a Hub dataset; a per-file pack reads local files")
-            for path in files:
-                check_local_file(path)
+            for path in files:  # read by the tasks, which name a bad line: here only that each file has bytes
+                if path.stat().st_size == 0:
+                    raise ConfigError(f"{path}: empty file (no documents)")
                 shard = sum(u["split"] == split for u in units)
                 units.append({"split": split, "shard": f"{split}/{shard:05d}", "file": str(path),
                               "text_column": source.text_column, "sample_by": source.sample_by})
@@ -72,10 +77,17 @@ def work_fingerprint(corpus: CorpusArguments, args, tasks: int, units: list[dict
 
 
 def documents(unit: dict):
-    """The unit's file as text documents, in file order, without a `datasets` cache (the streaming reader)."""
-    import datasets
-
-    builder = BUILDERS[Path(unit["file"]).suffix]
+    """The unit's file as text documents, in file order, without a `datasets` cache: JSON Lines parsed line by line
+    (a bad line named by file and line), other formats through datasets' streaming reader."""
+    path, column = Path(unit["file"]), unit["text_column"]
+    if path.suffix == ".jsonl":
+        for lineno, row in checked_lines(path):
+            if not isinstance(row, dict) or column not in row:
+                raise ConfigError(f"{path}, line {lineno}: no field '{column}'; set text_column")
+            yield _to_text(row, column)["text"]
+        return
+    check_local_file(path)
+    builder = BUILDERS[path.suffix]
     kwargs = {"sample_by": unit["sample_by"]} if builder == "text" else {}
     if builder == "tsv":
         builder, kwargs = "csv", {"sep": "\t", "quoting": 3}
@@ -89,8 +101,6 @@ def documents(unit: dict):
 
 def pack_file(unit: dict, tokenizer, block_size: int, group: int, dtype: np.dtype, out: Path) -> dict:
     """One file -> <out>/<shard>.bin (+ .json with its counts and sha256), written whole or not at all."""
-    from llm_recipes.packing import _encode, _pack
-
     target = out / f"{unit['shard']}.bin"
     target.parent.mkdir(parents=True, exist_ok=True)
     stats = {"file": unit["file"], "documents": 0, "empty_documents_skipped": 0, "tokens": 0, "blocks": 0, "pads": 0}
@@ -138,13 +148,17 @@ class PackFiles(PipelineStep):
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         import copy
 
-        from llm_recipes.tokenizer import tokenizer_from
-
         tokenizer = copy.deepcopy(tokenizer_from(self.tokenizer_name_or_path))  # _encode sets a flag on it
         units = json.loads((Path(self.work_dir) / PLAN).read_text())
         for unit in units[rank::world_size]:
-            stats = pack_file(unit, tokenizer, self.block_size, self.pack_batch_size, self.dtype,
-                              Path(self.work_dir) / "shards")
+            try:
+                stats = pack_file(unit, tokenizer, self.block_size, self.pack_batch_size, self.dtype,
+                                  Path(self.work_dir) / "shards")
+            except ConfigError as e:  # bad input: the driver reports this line, not "task 3 failed, see its log"
+                errors = Path(self.work_dir) / "errors"
+                errors.mkdir(exist_ok=True)
+                (errors / f"{rank:05d}.txt").write_text(str(e))
+                raise
             self.stat_update("documents", value=stats["documents"])
             self.stat_update("blocks", value=stats["blocks"])
         return
@@ -237,6 +251,11 @@ def pack_with_executor(corpus: CorpusArguments, args, ex, tokenizer, tokenizer_i
         return None
     if ex.executor == "ray":
         executors.init_ray(ex)
+    shutil.rmtree(work / "errors", ignore_errors=True)
     executor = executors.make_executor(ex, [pack], tasks, str(logs / "pack"), "pack", preload=__name__)
-    executors.run_stage(executor, tasks, "pack", str(logs / "pack"))
+    try:
+        executors.run_stage(executor, tasks, "pack", str(logs / "pack"))
+    except executors.StageFailed as e:
+        errors = sorted((work / "errors").glob("*.txt"))
+        raise ConfigError(errors[0].read_text() if errors else str(e)) from None
     return publish_index(**index)

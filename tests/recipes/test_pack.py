@@ -335,7 +335,8 @@ def test_weights_need_the_datasets_path(tmp_path, real_docs, tiny_tokenizer_dir,
 @pytest.mark.slow  # two runs of a fork server and its tasks
 def test_a_killed_per_file_pack_reruns_only_the_tasks_that_did_not_complete(tmp_path, real_docs, tiny_tokenizer_dir):
     """SIGKILL once the first of 2 tasks completed (they run one at a time): no output folder; the rerun leaves the
-    completed task's shards as they were (same inode: not rewritten) and writes the uninterrupted run's bytes."""
+    completed task's shards as they were (not rewritten: their modification time, set back after the kill, stays) and
+    writes the uninterrupted run's bytes."""
     import os
     import signal
     import subprocess
@@ -347,25 +348,27 @@ def test_a_killed_per_file_pack_reruns_only_the_tasks_that_did_not_complete(tmp_
     train, val = split_corpus(tmp_path / "train", docs, 4), split_corpus(tmp_path / "val", docs[:40], 1)
     args = ["--train_sources", str(train), "--validation_sources", str(val), "--tokenizer_name_or_path",
             str(tiny_tokenizer_dir), "--block_size", "64", "--executor", "local", "--tasks", "2", "--workers", "1"]
-    baseline, _ = pack(tmp_path, train, tiny_tokenizer_dir, *args[2:], name="baseline")
+    baseline, out = tmp_path / "baseline", tmp_path / "killed"
+    recipes.pack.main([*args, "--output_dir", str(baseline)])
 
-    out, work = tmp_path / "killed", tmp_path / "killed_work"
     proc = warmproc.popen([sys.executable, str(REPO_ROOT / "recipes/pack.py"), *args, "--output_dir", str(out)],
                           cwd=REPO_ROOT, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                           start_new_session=True)
+    work = tmp_path / "killed_work"
     completions = work / "logs" / "pack" / "completions"
     kill_when(proc, lambda: completions.is_dir() and any(completions.iterdir()), timeout=300, group=True,
               what="the first completed task")
     assert proc.returncode == -signal.SIGKILL and not out.exists()
     (done,) = [int(p.name) for p in completions.iterdir()]
-    kept = {p: p.stat().st_ino for p in sorted((work / "shards").rglob("*.bin"))}
     units = json.loads((work / "plan.json").read_text())
     mine = [work / "shards" / f"{u['shard']}.bin" for u in units[done::2]]
-    assert mine and all(p in kept for p in mine)
+    assert mine and all(p.is_file() for p in mine)
+    for p in mine:
+        os.utime(p, ns=(946684800 * 10**9, 946684800 * 10**9))  # 2000-01-01: a rewrite would set it to now
 
-    again, _ = pack(tmp_path, train, tiny_tokenizer_dir, *args[2:], name="killed")
-    assert shard_files(again) == shard_files(baseline)
-    assert all(p.stat().st_ino == kept[p] for p in mine), "the completed task ran again"
+    recipes.pack.main([*args, "--output_dir", str(out)])
+    assert shard_files(out) == shard_files(baseline)
+    assert all(p.stat().st_mtime_ns == 946684800 * 10**9 for p in mine), "the completed task ran again"
 
 
 def test_the_blocks_do_not_depend_on_num_proc(tmp_path, real_docs, tiny_tokenizer_dir):
@@ -396,3 +399,27 @@ def test_on_slurm_the_pack_array_then_the_index_job_are_submitted(tmp_path, real
     assert "#SBATCH --array=0-0" in jobs["pack_index"]["script"]
     assert f"--dependency=afterok:{jobs['pack']['id']}" in jobs["pack_index"]["args"]
     assert not out.exists()  # nothing is published until the index job has run
+
+
+def test_a_bad_line_in_a_task_is_named_by_file_and_line(tmp_path, real_docs, tiny_tokenizer_dir, capsys):
+    """The tasks read the files (the driver does not read the corpus first): a task's bad input comes back as one line."""
+    train, val = split_corpus(tmp_path / "train", real_docs, 2), split_corpus(tmp_path / "val", real_docs[:20], 1)
+    with open(train / "00001.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"text": "fine"}\n{"text": broken\n')
+    err = run_recipe_error("pack", ["--train_sources", str(train), "--validation_sources", str(val),
+                                    "--tokenizer_name_or_path", str(tiny_tokenizer_dir), "--output_dir",
+                                    str(tmp_path / "out"), "--executor", "local", "--tasks", "2"], capsys)
+    lines = (len(real_docs) + 1) // 2 + 2
+    assert f"00001.jsonl, line {lines}: invalid JSON" in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow  # two runs of a fork server and its tasks
+def test_a_changed_setting_repacks_instead_of_reusing_the_work_folder(tmp_path, real_docs, tiny_tokenizer_dir):
+    from llm_recipes.shards import load_packed
+
+    train, val = split_corpus(tmp_path / "train", real_docs, 2), split_corpus(tmp_path / "val", real_docs[:40], 1)
+    for block_size in (64, 32):
+        out, summary = pack(tmp_path, train, tiny_tokenizer_dir, "--validation_sources", str(val), "--executor",
+                            "local", "--block_size", str(block_size))
+        blocks, _ = load_packed(out)  # checks every shard's size against the index
+        assert summary["splits"]["train"]["block_size"] == block_size == blocks["train"][0]["input_ids"].shape[0]
