@@ -6,9 +6,9 @@
 Corpus: data_prep_scale.py's (the shipped text plus the Linux kernel's documentation, at least 25 M characters; scale k
 adds k-1 renamed copies), as JSONL files, 4 per copy. Tokenizer: Llama 2's 32,000-token SentencePiece vocabulary
 (../shared/models/llama2-spm: uint16 shards) unless --tokenizer names another folder.
-1. Scale: `recipes/pack.py --executor local --tasks 4 --workers 2` at 1x, 4x and 16x, each in its own process: wall
-   time, tokens/s per core, the peak RSS of any one process of it (a task or the driver, sampled every 50 ms) and disk
-   bytes per token (shards + index + stats). Goals: RSS flat within 1.5x, wall within 1.2x of linear.
+1. Scale: `recipes/pack.py --executor local --tasks 4 --workers 2` at 1x, 4x and 16x: wall time, tokens/s per core,
+   the peak RSS of the largest task process (sampled every 50 ms) and disk bytes per packed token (shards + index +
+   stats). Goals: RSS flat within 1.5x, wall within 1.2x of linear.
 2. Ray with 2 workers vs 1 on the 1x corpus (a Ray of its own with 2 CPUs; a first, untimed run warms both).
 3. Ours vs datatrove's `DocumentTokenizer` (JsonlReader -> DocumentTokenizer, no shuffling, EOS appended) on the same
    1x files, the same LocalPipelineExecutor (4 tasks, 2 workers): tokens/s, the median of 5 alternating rounds after an
@@ -23,13 +23,12 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from data_prep_bench import REPO, kernel_docs, shipped_texts
-from data_prep_scale import peak_rss, write_corpus
+from data_prep_scale import write_corpus
 
 sys.path.insert(0, str(REPO))  # the recipes are modules of the repo root, not of the installed package
 TASKS, WORKERS = 4, 2
@@ -42,22 +41,36 @@ def pack_args(corpus: Path, out: Path, tokenizer: str, executor: str, workers: i
 
 
 def run_pack(corpus: Path, out: Path, tokenizer: str) -> dict:
-    """One pack in a process of its own: seconds, peak RSS of its largest process, tokens, bytes on disk."""
-    shutil.rmtree(out, ignore_errors=True)
-    shutil.rmtree(f"{out}_work", ignore_errors=True)
-    start = time.perf_counter()
-    child = subprocess.Popen([sys.executable, str(REPO / "recipes" / "pack.py"),
-                              *pack_args(corpus, out, tokenizer, "local")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak = peak_rss(child)
-    seconds = time.perf_counter() - start
-    if child.returncode:
-        raise RuntimeError(f"pack failed ({child.returncode}): {child.stderr.read()[-2000:]}")
+    """One pack, as `make pack` runs it: seconds, the peak RSS of its largest task process (sampled every 50 ms), tokens,
+    bytes on disk per packed token."""
+    import threading
+
+    import psutil
+
+    peak, done = [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            for child in psutil.Process().children(recursive=True):  # the fork server's task processes
+                try:
+                    peak[0] = max(peak[0], child.memory_info().rss)
+                except psutil.Error:
+                    pass  # a task that just ended
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        seconds = timed_pack_in_process(corpus, out, tokenizer, "local")
+    finally:
+        done.set()
+        sampler.join()
     stats = json.loads((out / "stats.json").read_text())
-    tokens = stats["splits"]["train"]["tokens"]
+    tokens, packed = stats["splits"]["train"]["tokens"], stats["splits"]["train"]["packed_tokens"]
     disk = sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and p.suffix in (".bin", ".json"))
-    return {"seconds": seconds, "peak_rss_mib": peak, "tokens": tokens, "tokens_s_core": tokens / seconds / WORKERS,
-            "bytes_per_token": disk / tokens, "dtype": stats["format"]["dtype"]}
+    return {"seconds": seconds, "peak_rss_mib": peak[0] / 2**20, "tokens": tokens,
+            "tokens_s_core": tokens / seconds / WORKERS, "bytes_per_token": disk / packed,  # per token in a block
+            "dtype": stats["format"]["dtype"]}
 
 
 def timed_pack_in_process(corpus: Path, out: Path, tokenizer: str, executor: str, workers: int = WORKERS) -> float:
@@ -111,6 +124,8 @@ def main() -> None:
         shutil.rmtree(corpus, ignore_errors=True)
         write_corpus(base, scale, corpus, files_per_copy=4)
         (corpus / "planted.jsonl").unlink()  # data_prep_scale's near-copies: dedup's test, not packing's
+        if scale == args.scales[0] and not args.tiny:  # untimed: starts the fork server every later run reuses
+            run_pack(corpus, work / f"packed_{scale}x", args.tokenizer)
         row = results["scales"][scale] = run_pack(corpus, work / f"packed_{scale}x", args.tokenizer)
         print(f"{scale:>3}x: {row['tokens'] / 1e6:.1f} M tokens in {row['seconds']:.1f} s = "
               f"{row['tokens_s_core'] / 1e3:.0f} k tokens/s per core; peak RSS {row['peak_rss_mib']:.0f} MiB; "
@@ -140,11 +155,11 @@ def main() -> None:
         print(f"ray: 2 workers vs 1: median {statistics.median(speedups):.2f}x ({min(speedups):.2f}-"
               f"{max(speedups):.2f}, {len(speedups)} runs)")
 
-    ratios = []
-    for round_ in range(args.rounds + 1):  # round 0 warms caches and the page cache; not counted
+    ratios, warm = [], 0 if args.tiny else 1
+    for round_ in range(warm + args.rounds):  # the first round warms caches and the page cache (tiny: no warm-up)
         theirs = timed_datatrove(corpus, work / "datatrove", args.tokenizer, eos)
         ours = timed_pack_in_process(corpus, work / "ours", args.tokenizer, "local")
-        if round_ or args.tiny:
+        if round_ >= warm:
             ratios.append(theirs / ours)  # same tokens both sides: the time ratio is the tokens/s ratio
     results["vs_datatrove"] = ratios
     print(f"ours vs datatrove DocumentTokenizer (tokens/s): median {statistics.median(ratios):.2f}x "

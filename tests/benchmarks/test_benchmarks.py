@@ -25,6 +25,7 @@ SCRIPTS = {
     "continued_pretraining": ([], True),
     "data_prep_scale": (["--work_dir", "{tmp_path}"], True),
     "data_prep_quality": ([], True),
+    "pack_scale": (["--work_dir", "{tmp_path}"], True),
 }
 RATIO_LINE = re.compile(r"^ratio\b.*\d", re.MULTILINE)
 
