@@ -162,10 +162,12 @@ def main() -> None:
         if round_ >= warm:
             ratios.append(theirs / ours)  # same tokens both sides: the time ratio is the tokens/s ratio
     results["vs_datatrove"] = ratios
-    print(f"ours vs datatrove DocumentTokenizer (tokens/s): median {statistics.median(ratios):.2f}x "
-          f"({min(ratios):.2f}-{max(ratios):.2f}, {len(ratios)} rounds)")
+    vs = f"{statistics.median(ratios):.2f}x" if ratios else "not run"
+    if ratios:
+        print(f"ours vs datatrove DocumentTokenizer (tokens/s): median {vs} ({min(ratios):.2f}-{max(ratios):.2f}, "
+              f"{len(ratios)} rounds)")
     print(f"ratio {max(args.scales)}x/{min(args.scales)}x wall {wall:.2f}x of linear, peak RSS {rss:.2f}x; "
-          f"ours/datatrove tokens/s {statistics.median(ratios):.2f}x; {first['bytes_per_token']:.3f} bytes/token")
+          f"ours/datatrove tokens/s {vs}; {first['bytes_per_token']:.3f} bytes/token")
     (work / "results.json").write_text(json.dumps(results, indent=2))
 
 

@@ -1,10 +1,12 @@
 """`make pack` as datatrove tasks (executor local, ray or slurm): every input file becomes its own shard, whichever task
 packs it, and one last step writes the index and publishes the folder.
 
-    pack   task r of N: files r, r+N, ... of the corpus (train files, then validation files, each in sorted order)
-           -> read (datasets' streaming reader: nothing cached), skip empty documents, encode + EOS and cut into blocks
-           in groups of `pack_batch_size` documents (the single-node path's own functions) -> <work_dir>/shards/
-           <split>/<file index>.bin written under a temporary name, then renamed, with its counts beside it
+    plan   the driver lists the files (train, then validation, each in sorted order) and saves the tokenizer it
+           fingerprinted into the work folder
+    pack   task r of N: files r, r+N, ... -> read (JSON Lines line by line, other formats through datasets' streaming
+           reader; nothing cached), skip empty documents, encode + EOS and cut into blocks in groups of
+           `pack_batch_size` documents (the single-node path's own functions) -> <work_dir>/shards/<split>/<file
+           index>.bin written under a temporary name, then renamed, with its counts and sha256 beside it
     index  the driver (a last job under Slurm): shards in file order, linked into a staging folder with index.json
            and stats.json, renamed into output_dir
 
@@ -46,7 +48,7 @@ def plan_files(corpus: CorpusArguments) -> list[dict]:
     if not corpus.validation_sources and corpus.validation_split_size > 0:
         raise ConfigError("a per-file pack keeps every file whole: set validation_sources (make data writes a "
                           "validation split) or validation_split_size: 0")
-    units = []
+    units, count = [], {"train": 0, "validation": 0}
     for split, sources in (("train", corpus.train_sources), ("validation", corpus.validation_sources)):
         for source in sources:
             files = resolve_files(source)
@@ -55,9 +57,9 @@ def plan_files(corpus: CorpusArguments) -> list[dict]:
             for path in files:  # read by the tasks, which name a bad line: here only that each file has bytes
                 if path.stat().st_size == 0:
                     raise ConfigError(f"{path}: empty file (no documents)")
-                shard = sum(u["split"] == split for u in units)
-                units.append({"split": split, "shard": f"{split}/{shard:05d}", "file": str(path),
+                units.append({"split": split, "shard": f"{split}/{count[split]:05d}", "file": str(path),
                               "text_column": source.text_column, "sample_by": source.sample_by})
+                count[split] += 1
     if not any(u["split"] == "train" for u in units):
         raise ConfigError("train_sources is empty: list at least one source")
     return units

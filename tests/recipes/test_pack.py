@@ -401,6 +401,7 @@ def test_on_slurm_the_pack_array_then_the_index_job_are_submitted(tmp_path, real
     assert not out.exists()  # nothing is published until the index job has run
 
 
+@pytest.mark.slow  # datatrove's fork server and 2 task processes, ~3 s
 def test_a_bad_line_in_a_task_is_named_by_file_and_line(tmp_path, real_docs, tiny_tokenizer_dir, capsys):
     """The tasks read the files (the driver does not read the corpus first): a task's bad input comes back as one line."""
     train, val = split_corpus(tmp_path / "train", real_docs, 2), split_corpus(tmp_path / "val", real_docs[:20], 1)
