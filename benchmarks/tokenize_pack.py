@@ -48,7 +48,7 @@ def raw_encode(batch_size: int, fast: bool = False) -> tuple[int, float]:
 def ours(tokenizer, ds: datasets.Dataset, block_size: int, batch_size: int, num_proc: int) -> int:
     # caching is disabled (main): every round does the work and writes its Arrow files, no cache hit
     tokens = tokenize(ds, tokenizer, batch_size, num_proc, desc="bench")
-    pack(tokens, block_size, batch_size, desc="bench")
+    pack(tokens, block_size, batch_size, num_proc, desc="bench")
     return count_tokens(tokens)
 
 

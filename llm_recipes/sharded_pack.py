@@ -11,7 +11,8 @@ packs it, and one last step writes the index and publishes the folder.
            and stats.json, renamed into output_dir
 
 The shards depend on the files, never on the number of tasks, so 1, 2 or 4 tasks write the same bytes. A group never
-spans two files: where each split is one file the blocks are the single-node path's blocks, in its order. A killed
+spans two files: where each split is one file the blocks are the single-node path's blocks with `num_proc: 1`, in its
+order. A killed
 run rerun skips the tasks that completed (datatrove's markers) and the index step always runs again.
 """
 

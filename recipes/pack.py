@@ -39,7 +39,7 @@ class PackArguments:
     tokenizer_name_or_path: str = field(metadata={"help": "Tokenizer folder (from make tokenizer) or Hub id."})
     output_dir: str = field(metadata={"help": "Folder for the packed dataset (replaced atomically when it exists)."})
     block_size: int = field(default=1024, metadata={"help": "Tokens per block: the training sequence length."})
-    num_proc: int | None = field(default=None, metadata={"help": "Worker processes for encoding; default: all cores."})
+    num_proc: int | None = field(default=None, metadata={"help": "Worker processes for map; default: all cores."})
     tokenize_batch_size: int = field(default=1000, metadata={"help": "Documents per tokenizer call."})
     pack_batch_size: int = field(
         default=1000,
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
             for entry in mixture:
                 entry["source"] = corpus_args.train_sources[entry["source"]].path
             tokens = tokens.select(rows).flatten_indices()  # count_tokens reads the Arrow table itself
-        blocks = pack(tokens, args.block_size, args.pack_batch_size, desc=name)
+        blocks = pack(tokens, args.block_size, args.pack_batch_size, num_proc, desc=name)
         n_tokens = count_tokens(tokens)
         n_blocks = len(blocks)
         pads = count_token(blocks, tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
