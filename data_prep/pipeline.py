@@ -96,7 +96,8 @@ def run_stages(args: DataPrepArguments, layout: Layout) -> dict[str, float]:
 
 
 def run_stage(args: DataPrepArguments, layout: Layout, stage: str, pipeline: list) -> float:
-    """One stage on the local or Ray executor; its wall time in seconds, or StageFailed (llm_recipes.executors) if any task did not complete."""
+    """One stage on the local or Ray executor; its wall time in seconds, or StageFailed (llm_recipes.executors) if any
+    task did not complete."""
     executor = make_executor(args, layout, stage, pipeline)
     return executors.run_stage(executor, stage_tasks(args, stage), stage, str(layout.stage_logs(stage)))
 

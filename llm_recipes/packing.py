@@ -88,6 +88,20 @@ def count_token(ds: datasets.Dataset, token_id: int) -> int:
     return int(pc.sum(pc.equal(flat, token_id)).as_py() or 0)
 
 
+def split_stats(documents: int, empty_skipped: int, tokens: int, blocks: int, block_size: int, pads: int) -> dict:
+    """A packed split's counts as stats.json reports them, whichever path packed it."""
+    return {
+        "documents": documents,
+        "empty_documents_skipped": empty_skipped,
+        "tokens": tokens,  # EOS after each document included
+        "blocks": blocks,
+        "block_size": block_size,
+        "packed_tokens": blocks * block_size,
+        "dropped_tail_tokens": tokens - blocks * block_size,
+        "real_token_share": 1.0 - pads / max(blocks * block_size, 1),
+    }
+
+
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerFast) -> str:
     """sha256 of the serialized tokenizer: pretraining compares it with the one it is given."""
     return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode("utf-8")).hexdigest()

@@ -12,8 +12,7 @@ packs it, and one last step writes the index and publishes the folder.
 
 The shards depend on the files, never on the number of tasks, so 1, 2 or 4 tasks write the same bytes. A group never
 spans two files: where each split is one file the blocks are the single-node path's blocks with `num_proc: 1`, in its
-order. A killed
-run rerun skips the tasks that completed (datatrove's markers) and the index step always runs again.
+order. A killed run rerun skips the tasks that completed (datatrove's markers) and the index step always runs again.
 """
 
 from __future__ import annotations
@@ -32,8 +31,8 @@ from llm_recipes.atomic import publish_dir
 from llm_recipes.config import ConfigError
 from llm_recipes.corpus import (BUILDERS, CorpusArguments, _is_nonempty, _to_text, check_local_file, checked_lines,
                                  resolve_files)
-from llm_recipes.packing import _encode, _pack
-from llm_recipes.shards import write_index
+from llm_recipes.packing import _encode, _pack, split_stats
+from llm_recipes.shards import format_stats, write_index
 
 PLAN = "plan.json"
 
@@ -94,12 +93,11 @@ def documents(unit: dict):
     kwargs = {"sample_by": unit["sample_by"]} if builder == "text" else {}
     if builder == "tsv":
         builder, kwargs = "csv", {"sep": "\t", "quoting": 3}
-    stream = datasets.load_dataset(builder, data_files=[unit["file"]], split="train", streaming=True, **kwargs)
+    stream = datasets.load_dataset(builder, data_files=[str(path)], split="train", streaming=True, **kwargs)
     for row in stream:
-        if unit["text_column"] not in row:
-            raise ConfigError(f"{unit['file']}: no column '{unit['text_column']}' (columns: {', '.join(row)}); "
-                              "set text_column")
-        yield _to_text(row, unit["text_column"])["text"]
+        if column not in row:
+            raise ConfigError(f"{path}: no column '{column}' (columns: {', '.join(row)}); set text_column")
+        yield _to_text(row, column)["text"]
 
 
 def pack_file(unit: dict, tokenizer, block_size: int, group: int, dtype: np.dtype, out: Path) -> dict:
@@ -202,13 +200,9 @@ def publish_index(work_dir: Path, output_dir: str, block_size: int, dtype: str, 
                 split[key] += counts[key]
         write_index(staging, dtype, block_size, tokenizer_info,
                     {name: {"shards": s["shards"], "blocks": s["blocks"]} for name, s in per_split.items()})
-        stats = {"splits": {name: {
-            "documents": s["documents"], "empty_documents_skipped": s["empty_documents_skipped"], "tokens": s["tokens"],
-            "blocks": s["blocks"], "block_size": block_size, "packed_tokens": s["blocks"] * block_size,
-            "dropped_tail_tokens": s["tokens"] - s["blocks"] * block_size,
-            "real_token_share": 1.0 - s["pads"] / max(s["blocks"] * block_size, 1)} for name, s in per_split.items()},
-            "tokenizer": tokenizer_info,
-            "format": {"output_format": "shards", "dtype": dtype.name, "bytes_per_token": dtype.itemsize}}
+        stats = {"splits": {name: split_stats(s["documents"], s["empty_documents_skipped"], s["tokens"], s["blocks"],
+                                              block_size, s["pads"]) for name, s in per_split.items()},
+                 "tokenizer": tokenizer_info, "format": format_stats("shards", dtype)}
         (staging / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
         write_run_info(staging, *run_configs, recipe="pack")
     return stats

@@ -61,6 +61,11 @@ def write_split(blocks, folder: Path, split: str, dtype: np.dtype, shard_blocks:
     return {"shards": shards, "blocks": sum(s["blocks"] for s in shards)}
 
 
+def format_stats(output_format: str, dtype: np.dtype) -> dict:
+    """stats.json's `format` entry: how the blocks are stored and what a token costs on disk."""
+    return {"output_format": output_format, "dtype": dtype.name, "bytes_per_token": dtype.itemsize}
+
+
 def write_index(folder: Path, dtype: np.dtype, block_size: int, tokenizer: dict, splits: dict) -> dict:
     index = {"format": FORMAT, "dtype": dtype.name, "block_size": block_size, "tokenizer": tokenizer,
              "bytes_per_token": dtype.itemsize, "splits": splits}

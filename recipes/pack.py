@@ -25,9 +25,10 @@ from llm_recipes.atomic import publish_dir, stop_cleanly_when_disk_full
 from llm_recipes.config import ConfigError, RecipeParser
 from llm_recipes.corpus import CorpusArguments, load_corpus
 from llm_recipes.executors import ExecutorArguments
-from llm_recipes.packing import count_token, count_tokens, mix_by_weight, pack, tokenize, tokenizer_fingerprint
+from llm_recipes.packing import (count_token, count_tokens, mix_by_weight, pack, split_stats, tokenize,
+                                  tokenizer_fingerprint)
 from llm_recipes.run_info import write_run_info
-from llm_recipes.shards import shard_dtype, write_index, write_split
+from llm_recipes.shards import format_stats, shard_dtype, write_index, write_split
 from llm_recipes.sharded_pack import pack_with_executor
 from llm_recipes.tokenizer import tokenizer_from
 
@@ -55,7 +56,8 @@ class PackArguments:
 class PackExecutorArguments(ExecutorArguments):  # tasks, workers, ray_* and slurm_* as in make data
     executor: str = field(default="datasets", metadata={
         "help": "datasets: datasets.map on this machine (small corpora, weights, a random validation split); local, "
-                "ray or slurm: datatrove tasks, one uint16 / uint32 shard per input file (llm_recipes/sharded_pack.py).",
+                "ray or slurm: datatrove tasks, one uint16 / uint32 shard per input file "
+                "(llm_recipes/sharded_pack.py).",
         "choices": ["datasets", "local", "ray", "slurm"]})
     work_dir: str | None = field(default=None, metadata={
         "help": "executor local / ray / slurm: shards and task markers kept for a rerun (default <output_dir>_work)."})
@@ -101,14 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
         n_blocks = len(blocks)
         pads = count_token(blocks, tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
         stats[name] = {
-            "documents": corpus_stats[name].documents,
-            "empty_documents_skipped": corpus_stats[name].empty_documents_skipped,
-            "tokens": n_tokens,  # EOS after each document included
-            "blocks": n_blocks,
-            "block_size": args.block_size,
-            "packed_tokens": n_blocks * args.block_size,
-            "dropped_tail_tokens": n_tokens - n_blocks * args.block_size,
-            "real_token_share": 1.0 - pads / max(n_blocks * args.block_size, 1),
+            **split_stats(corpus_stats[name].documents, corpus_stats[name].empty_documents_skipped, n_tokens, n_blocks,
+                          args.block_size, pads),
             "fingerprint": blocks._fingerprint,
             **({"mixture": mixture} if mixture else {}),
         }
@@ -118,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     summary = {"splits": stats, "tokenizer": tokenizer_info}
     dtype = shard_dtype(len(tokenizer)) if args.output_format == "shards" else np.dtype("<i4")
-    summary["format"] = {"output_format": args.output_format, "dtype": dtype.name, "bytes_per_token": dtype.itemsize}
+    summary["format"] = format_stats(args.output_format, dtype)
     with publish_dir(args.output_dir) as staging:
         if args.output_format == "shards":
             write_index(staging, dtype, args.block_size, tokenizer_info,

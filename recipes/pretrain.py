@@ -5,9 +5,10 @@
     python recipes/pretrain.py --config configs/pretrain/tiny.yaml --dry_run   # plan: params, FLOPs, memory, steps
 
 Model preset (configs/model/) + tokenizer -> random-init LlamaForCausalLM (inside DeepSpeed's zero.Init under ZeRO-3,
-so a 7B model never exists whole on one rank) -> memory-mapped packed blocks (recipes/pack.py: Arrow or uint16 / uint32 shards) -> transformers.Trainer
--> consolidated safetensors in output_dir. With `model_name_or_path` the model is loaded instead (sharded under
-ZeRO-3), optionally with only its embeddings trained or as LoRA + embeddings (llm_recipes/continued.py).
+so a 7B model never exists whole on one rank) -> memory-mapped packed blocks (recipes/pack.py: Arrow or uint16 /
+uint32 shards) -> transformers.Trainer -> consolidated safetensors in output_dir. With `model_name_or_path` the model
+is loaded instead (sharded under ZeRO-3), optionally with only its embeddings trained or as LoRA + embeddings
+(llm_recipes/continued.py).
 Checkpoints every save_steps; `--resume_from_checkpoint latest` continues from the newest complete one with the same
 data order.
 """
