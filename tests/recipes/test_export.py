@@ -294,6 +294,20 @@ GGUF_TEXTS = ["Hello world, it's 2024!", "你好，世界。今天天气很好�
               "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"]
 
 
+def test_gguf_pre_tokenizer_is_checked_not_assumed(tiny_chat_model_dir, tmp_path):
+    from llm_recipes.config import ConfigError
+    from llm_recipes.hub.gguf import pre_tokenizer_name
+
+    assert pre_tokenizer_name(tiny_chat_model_dir) == "qwen2"
+    other = tmp_path / "other"
+    other.mkdir()
+    tok = json.loads((tiny_chat_model_dir / "tokenizer.json").read_text())
+    tok["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = r"\s+|\w+"
+    (other / "tokenizer.json").write_text(json.dumps(tok))
+    with pytest.raises(ConfigError, match="not Qwen2's split regex"):
+        pre_tokenizer_name(other)
+
+
 @pytest.fixture(scope="session")
 def llama_cpp_dir():
     """llama.cpp's converter (convert_hf_to_gguf.py, conversion/, its gguf-py) and reference vocabularies: $LLAMA_CPP_DIR,
