@@ -51,9 +51,12 @@ def run_pack(corpus: Path, out: Path, tokenizer: str) -> dict:
 
     def sample():
         while not done.is_set():
-            for child in psutil.Process().children(recursive=True):  # the fork server's task processes
+            # Only the fork server's children, the processes that run the tasks: datatrove's multiprocess.Manager is
+            # a fork of this process (its RSS is this process's pages, shared, growing with the corpus built here).
+            for child in psutil.Process().children(recursive=True):
                 try:
-                    peak[0] = max(peak[0], child.memory_info().rss)
+                    if "forkserver" in " ".join(psutil.Process(child.ppid()).cmdline()):
+                        peak[0] = max(peak[0], child.memory_info().rss)
                 except psutil.Error:
                     pass  # a task that just ended
             time.sleep(0.05)

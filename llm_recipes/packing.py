@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import itertools
 
 import datasets
@@ -24,20 +25,36 @@ from llm_recipes.corpus import step_fingerprint
 TOKEN_FEATURES = datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int32"))})
 
 
-def _encode(batch: pa.Table, tokenizer: PreTrainedTokenizerFast) -> pa.Table:
+# Documents per call of the batch encoder. Each call's encodings (ids, token strings, per-token Python ints) live only
+# until they are copied into one int32 array: a whole 1,000-document group at once made a per-file pack task's memory
+# grow with the number of files it had packed (fragmentation), in chunks it stays nearly flat. Not a setting: the ids
+# are the same for any chunk size.
+ENCODE_CHUNK = 100
+
+
+def encode_ids(texts: list[str], tokenizer: PreTrainedTokenizerFast) -> tuple[np.ndarray, np.ndarray]:
+    """Every document's ids followed by EOS, as one int32 array, and each document's length (EOS included)."""
     backend = tokenizer.backend_tokenizer
     # Corpus text that happens to contain "</s>" or "<|im_start|>" stays text: only EOS below is a special token.
     # Set here, not once outside: the flag is lost when the tokenizer is pickled to the map workers.
     backend.encode_special_tokens = True
-    # The backend's batch encoder: no offsets or attention masks to build, so it runs at the raw tokenizers speed.
-    encodings = backend.encode_batch_fast(batch.column("text").to_pylist(), add_special_tokens=False)
-    eos = [tokenizer.eos_token_id]
-    # Straight to Arrow (one flat array + offsets): per-document Python/NumPy objects cost more than the encoding.
-    ids = [e.ids + eos for e in encodings]
-    offsets = np.zeros(len(ids) + 1, dtype=np.int32)
-    np.cumsum([len(x) for x in ids], out=offsets[1:])
-    values = pa.array(itertools.chain.from_iterable(ids), type=pa.int32(), size=int(offsets[-1]))
-    return pa.table({"input_ids": pa.ListArray.from_arrays(pa.array(offsets), values)})
+    eos, values, lengths = (tokenizer.eos_token_id,), [], np.zeros(len(texts), dtype=np.int64)
+    for start in range(0, len(texts), ENCODE_CHUNK):
+        # The backend's batch encoder: no offsets or attention masks to build, so it runs at the raw tokenizers speed.
+        encodings = backend.encode_batch_fast(texts[start : start + ENCODE_CHUNK], add_special_tokens=False)
+        chunk = lengths[start : start + len(encodings)]
+        chunk[:] = [len(e) + 1 for e in encodings]
+        # Straight to one flat array: per-document Python/NumPy objects cost more than the encoding.
+        values.append(np.fromiter(itertools.chain.from_iterable(itertools.chain(e.ids, eos) for e in encodings),
+                                  dtype=np.int32, count=int(chunk.sum())))
+    return (np.concatenate(values) if values else np.zeros(0, dtype=np.int32)), lengths
+
+
+def _encode(batch: pa.Table, tokenizer: PreTrainedTokenizerFast) -> pa.Table:
+    values, lengths = encode_ids(batch.column("text").to_pylist(), tokenizer)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.table({"input_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))})
 
 
 def _pack(batch: pa.Table, block_size: int) -> pa.Table:
@@ -57,7 +74,8 @@ def tokenize(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerFast, batch_siz
         remove_columns=ds.column_names,
         features=TOKEN_FEATURES,
         fn_kwargs={"tokenizer": tokenizer},
-        new_fingerprint=step_fingerprint(ds, _encode, tokenizer_fingerprint(tokenizer), batch_size),
+        new_fingerprint=step_fingerprint(ds, _encode, tokenizer_fingerprint(tokenizer), batch_size,
+                                        inspect.getsource(encode_ids)),
         desc=f"tokenize {desc}",
     ).with_format(None)
 
