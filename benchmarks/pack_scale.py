@@ -1,6 +1,6 @@
 """How `make pack` on datatrove's executors grows with the corpus, and how fast it is next to datatrove's own tokenizer.
 
-    .venv/bin/python benchmarks/pack_scale.py                 # ~30 min on 2 cores (downloads linux-doc-6.1 once)
+    .venv/bin/python benchmarks/pack_scale.py                 # ~4 min on 2 cores (downloads linux-doc-6.1 once)
     .venv/bin/python benchmarks/pack_scale.py --tiny          # seconds: the test suite runs this
 
 Corpus: data_prep_scale.py's (the shipped text plus the Linux kernel's documentation, at least 25 M characters; scale k
