@@ -8,7 +8,8 @@ packs it, and one last step writes the index and publishes the folder.
            `pack_batch_size` documents (the single-node path's own functions) -> <work_dir>/shards/<split>/<file
            index>.bin written under a temporary name, then renamed, with its counts and sha256 beside it
     index  the driver (a last job under Slurm): shards in file order, linked into a staging folder with index.json
-           and stats.json, renamed into output_dir
+           and stats.json, renamed into output_dir; with a `weight` per train source, the blocks each source gives
+           (mix_shards: whole blocks, as Megatron and nanotron blend datasets)
 
 The shards depend on the files, never on the number of tasks, so 1, 2 or 4 tasks write the same bytes. A group never
 spans two files: where each split is one file the blocks are the single-node path's blocks with `num_proc: 1`, in its
@@ -38,9 +39,6 @@ PLAN = "plan.json"
 def plan_files(corpus: CorpusArguments) -> list[dict]:
     """The corpus as one unit of work per local file, in the order the shards are indexed; one clear line for what a
     per-file pack cannot do."""
-    if corpus.weighted:
-        raise ConfigError("train_sources: `weight` needs the whole mixture in one place; pack it with executor "
-                          "datasets (the default)")
     if corpus.max_documents is not None:
         raise ConfigError("max_documents: quick runs pack with executor datasets (the default)")
     if not corpus.validation_sources and corpus.validation_split_size > 0:
@@ -48,7 +46,7 @@ def plan_files(corpus: CorpusArguments) -> list[dict]:
                           "validation split) or validation_split_size: 0")
     units, count = [], {"train": 0, "validation": 0}
     for split, sources in (("train", corpus.train_sources), ("validation", corpus.validation_sources)):
-        for source in sources:
+        for number, source in enumerate(sources):
             files = resolve_files(source)
             if files is None:
                 raise ConfigError(f"source {source.path}: a Hub dataset; a per-file pack reads local files")
@@ -56,7 +54,7 @@ def plan_files(corpus: CorpusArguments) -> list[dict]:
                 if path.stat().st_size == 0:
                     raise ConfigError(f"{path}: empty file (no documents)")
                 units.append({"split": split, "shard": f"{split}/{count[split]:05d}", "file": str(path),
-                              "text_column": source.text_column, "sample_by": source.sample_by})
+                              "text_column": source.text_column, "sample_by": source.sample_by, "source": number})
                 count[split] += 1
     if not any(u["split"] == "train" for u in units):
         raise ConfigError("train_sources is empty: list at least one source")
@@ -69,8 +67,12 @@ def work_fingerprint(corpus: CorpusArguments, args, tasks: int, units: list[dict
     import dataclasses
 
     settings = {k: v for k, v in dataclasses.asdict(args).items() if k != "output_dir"}
+    corpus = dataclasses.asdict(corpus)  # weights and seed choose blocks at the index step: the shards stay
+    corpus.pop("seed")
+    for source in corpus["train_sources"]:
+        source.pop("weight")
     files = [[u["file"], os.stat(u["file"]).st_size, os.stat(u["file"]).st_mtime_ns] for u in units]
-    return json.dumps({"corpus": dataclasses.asdict(corpus), "settings": settings, "tasks": tasks,
+    return json.dumps({"corpus": corpus, "settings": settings, "tasks": tasks,
                        "tokenizer": tokenizer_sha, "files": files}, sort_keys=True, default=str)
 
 
@@ -176,10 +178,36 @@ class PackFiles(PipelineStep):
         yield
 
 
+def mix_shards(shards: list[dict], sources: list[str], weights: list[float], seed: int, block_size: int) -> list[dict]:
+    """A weighted mixture of whole blocks, as Megatron and nanotron blend datasets: each source gets `weight`
+    (normalised) of the blocks, the mixture as large as it can be without repeating a block (the rule of the default
+    path). A source's shards are taken in a seeded order, whole, and the last one as a prefix: each shard entry gets
+    `used_blocks`. Returns, per source, the blocks and tokens taken, those available and the realised share."""
+    shares = np.asarray(weights, dtype=float) / sum(weights)
+    available = np.zeros(len(weights), dtype=np.int64)
+    for shard in shards:
+        available[shard["source_index"]] += shard["blocks"]
+    total = min(available / shares)
+    rng, report = np.random.default_rng(seed), []
+    for i, share in enumerate(shares):
+        budget = min(int(available[i]), int(share * total + 1e-6))
+        own = [shard for shard in shards if shard["source_index"] == i]
+        for k in rng.permutation(len(own)):
+            own[k]["used_blocks"] = min(budget, own[k]["blocks"])
+            budget -= own[k]["used_blocks"]
+        taken = sum(shard["used_blocks"] for shard in own)
+        report.append({"source": sources[i], "weight": float(weights[i]), "files": len(own), "blocks": taken,
+                       "tokens": taken * block_size, "available_tokens": int(available[i]) * block_size})
+    for r in report:
+        r["share"] = round(r["blocks"] / max(sum(x["blocks"] for x in report), 1), 4)
+    return report
+
+
 def publish_index(work_dir: Path, output_dir: str, block_size: int, dtype: str, tokenizer_info: dict,
-                  run_configs: tuple) -> dict:
+                  run_configs: tuple, weights: list[float] | None = None, seed: int = 0) -> dict:
     """Shards in plan order, hard-linked (copied across file systems) into a staging folder with index.json and
-    stats.json, renamed into output_dir. Returns stats.json's content."""
+    stats.json, renamed into output_dir; with `weights`, the train split's blocks mixed by mix_shards. Returns
+    stats.json's content."""
     from llm_recipes.run_info import write_run_info
 
     work_dir, dtype = Path(work_dir), np.dtype(dtype)
@@ -199,14 +227,23 @@ def publish_index(work_dir: Path, output_dir: str, block_size: int, dtype: str, 
             split = per_split.setdefault(unit["split"], {"shards": [], "documents": 0, "empty_documents_skipped": 0,
                                                          "tokens": 0, "blocks": 0, "pads": 0})
             split["shards"].append({"file": f"{unit['shard']}.bin", "blocks": counts["blocks"],
-                                    "sha256": counts["sha256"], "source": unit["file"]})
+                                    "sha256": counts["sha256"], "source": unit["file"],
+                                    "source_index": unit["source"]})
             for key in ("documents", "empty_documents_skipped", "tokens", "blocks", "pads"):
                 split[key] += counts[key]
-        write_index(staging, dtype, block_size, tokenizer_info,
-                    {name: {"shards": s["shards"], "blocks": s["blocks"]} for name, s in per_split.items()})
-        stats = {"splits": {name: split_stats(s["documents"], s["empty_documents_skipped"], s["tokens"], s["blocks"],
-                                              block_size, s["pads"]) for name, s in per_split.items()},
-                 "tokenizer": tokenizer_info, "format": format_stats("shards", dtype)}
+        splits = {name: split_stats(s["documents"], s["empty_documents_skipped"], s["tokens"], s["blocks"],
+                                    block_size, s["pads"]) for name, s in per_split.items()}
+        index = {name: {"shards": s["shards"], "blocks": s["blocks"]} for name, s in per_split.items()}
+        if weights:  # the split's counts describe what was packed; blocks and packed_tokens what pretraining reads
+            train = per_split["train"]
+            mixture = mix_shards(train["shards"], [s.path for s in run_configs[0].train_sources], weights, seed,
+                                 block_size)
+            used = sum(m["blocks"] for m in mixture)
+            index["train"].update(blocks=used, mixture=mixture)
+            splits["train"].update(blocks=used, packed_tokens=used * block_size, blocks_packed=train["blocks"],
+                                   mixture=mixture)
+        write_index(staging, dtype, block_size, tokenizer_info, index)
+        stats = {"splits": splits, "tokenizer": tokenizer_info, "format": format_stats("shards", dtype)}
         (staging / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
         write_run_info(staging, *run_configs, recipe="pack")
     return stats
@@ -250,7 +287,8 @@ def pack_with_executor(corpus: CorpusArguments, args, ex, tokenizer, tokenizer_i
     pack = PackFiles(str(work), tokenizer.eos_token_id, tokenizer.pad_token_id, args.block_size, args.pack_batch_size,
                      dtype)
     index = {"work_dir": str(work), "output_dir": args.output_dir, "block_size": args.block_size, "dtype": dtype,
-             "tokenizer_info": tokenizer_info, "run_configs": (corpus, args, ex)}
+             "tokenizer_info": tokenizer_info, "run_configs": (corpus, args, ex),
+             "weights": [s.weight for s in corpus.train_sources] if corpus.weighted else None, "seed": corpus.seed}
     logs = work / "logs"
     if ex.executor == "slurm":
         first = executors.make_executor(ex, [pack], tasks, str(logs / "pack"), "pack",

@@ -80,10 +80,13 @@ class PackedBlocks:
 
     def __init__(self, folder: Path, index: dict, split: str):
         self.block_size, self.dtype = index["block_size"], np.dtype(index["dtype"])
-        self.files = [Path(folder) / s["file"] for s in index["splits"][split]["shards"]]
-        self.counts = [s["blocks"] for s in index["splits"][split]["shards"]]
+        shards = index["splits"][split]["shards"]
+        self.files = [Path(folder) / s["file"] for s in shards]
+        self.file_blocks = [s["blocks"] for s in shards]
+        # a weighted mixture reads the first `used_blocks` of a shard (recipes/pack.py's per-file path)
+        self.counts = [s.get("used_blocks", s["blocks"]) for s in shards]
         self.starts = np.cumsum([0, *self.counts])
-        for file, count in zip(self.files, self.counts):
+        for file, count in zip(self.files, self.file_blocks):
             expected = count * self.block_size * self.dtype.itemsize
             if not file.is_file() or file.stat().st_size != expected:
                 found = f"{file.stat().st_size} bytes" if file.is_file() else "missing"
@@ -96,8 +99,9 @@ class PackedBlocks:
 
     def shards(self) -> list[np.ndarray]:
         if self._maps is None:
-            self._maps = [np.memmap(f, dtype=self.dtype, mode="r", shape=(n, self.block_size)) if n else
-                          np.zeros((0, self.block_size), self.dtype) for f, n in zip(self.files, self.counts)]
+            self._maps = [np.memmap(f, dtype=self.dtype, mode="r", shape=(n, self.block_size))[:used] if used else
+                          np.zeros((0, self.block_size), self.dtype)
+                          for f, n, used in zip(self.files, self.file_blocks, self.counts)]
         return self._maps
 
     def __getitem__(self, i: int) -> dict:

@@ -55,8 +55,8 @@ class PackArguments:
 @dataclass
 class PackExecutorArguments(ExecutorArguments):  # tasks, workers, ray_* and slurm_* as in make data
     executor: str = field(default="datasets", metadata={
-        "help": "datasets: datasets.map on this machine (small corpora, weights, a random validation split); local, "
-                "ray or slurm: datatrove tasks, one uint16 / uint32 shard per input file "
+        "help": "datasets: datasets.map on this machine (small corpora, a random validation split); local, ray or "
+                "slurm: datatrove tasks, one uint16 / uint32 shard per input file, weights mixing whole blocks "
                 "(llm_recipes/sharded_pack.py).",
         "choices": ["datasets", "local", "ray", "slurm"]})
     work_dir: str | None = field(default=None, metadata={

@@ -334,14 +334,60 @@ def test_a_per_file_pack_refuses_what_needs_the_whole_corpus(tmp_path, real_docs
     assert not (tmp_path / "out").exists()
 
 
-def test_weights_need_the_datasets_path(tmp_path, real_docs, tiny_tokenizer_dir, capsys):
-    train, val = split_corpus(tmp_path / "train", real_docs, 2), split_corpus(tmp_path / "val", real_docs[:20], 1)
-    config = tmp_path / "pack.yaml"
-    config.write_text(f"train_sources:\n  - {{path: {train}/00000.jsonl, weight: 1}}\n"
-                      f"  - {{path: {train}/00001.jsonl, weight: 2}}\nvalidation_sources: [{val}]\n")
-    err = run_recipe_error("pack", ["--config", str(config), "--tokenizer_name_or_path", str(tiny_tokenizer_dir),
-                                    "--output_dir", str(tmp_path / "out"), "--executor", "local"], capsys)
-    assert "`weight` needs the whole mixture in one place" in err
+@pytest.mark.slow  # three datatrove runs (~3 s each)
+def test_a_per_file_pack_mixes_sources_by_weight_in_whole_blocks(tmp_path, real_docs, tiny_tokenizer_dir):
+    """Chinese (3 files) with 20 % English (2 files): the blocks pretraining reads are each source's shards' leading
+    blocks, in the weights' shares to a block, the scarcer source whole, no block twice; index.json and stats.json say
+    the realised shares. New weights or seed choose other blocks from the same shards: no task reruns."""
+    import os
+
+    from llm_recipes.shards import load_packed
+
+    docs = [d for d in real_docs if d.strip()] * 2
+    en = split_corpus(tmp_path / "en", [d for d in docs if d.isascii()], 2)
+    zh = split_corpus(tmp_path / "zh", [d for d in docs if not d.isascii()], 3)
+    val = split_corpus(tmp_path / "val", docs[:40], 1)
+
+    def run(name, weights, seed="42"):
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(json.dumps({"train_sources": [{"path": str(zh), "weight": weights[0]},
+                                                        {"path": str(en), "weight": weights[1]}],
+                                      "validation_sources": [str(val)]}))
+        out = tmp_path / "out"
+        return out, recipes.pack.main(["--config", str(config), "--tokenizer_name_or_path", str(tiny_tokenizer_dir),
+                                       "--output_dir", str(out), "--work_dir", str(tmp_path / "work"), "--block_size",
+                                       "64", "--executor", "local", "--tasks", "2", "--seed", seed])
+
+    out, summary = run("mix", [0.8, 0.2])
+    train, index = summary["splits"]["train"], json.loads((out / "index.json").read_text())["splits"]["train"]
+    mixture = train["mixture"]
+    assert [m["source"] for m in mixture] == [str(zh), str(en)] and [m["files"] for m in mixture] == [3, 2]
+    used = sum(m["blocks"] for m in mixture)
+    assert abs(mixture[0]["blocks"] - 0.8 * used) <= 1 and abs(mixture[1]["blocks"] - 0.2 * used) <= 1
+    scarce = min((0, 1), key=lambda i: mixture[i]["available_tokens"] / mixture[i]["weight"])
+    assert mixture[scarce]["tokens"] == mixture[scarce]["available_tokens"]  # the limiting source whole,
+    assert mixture[1 - scarce]["tokens"] < 0.9 * mixture[1 - scarce]["available_tokens"]  # the other cut to match
+    assert index["mixture"] == mixture and index["blocks"] == train["blocks"] == used < train["blocks_packed"]
+    assert train["packed_tokens"] == used * 64
+
+    blocks = load_packed(out)[0]["train"]
+    assert len(blocks) == used
+    rows, expected = np.stack([blocks[i]["input_ids"] for i in range(len(blocks))]), []
+    for shard in index["shards"]:
+        whole = np.fromfile(out / shard["file"], dtype=np.uint16).reshape(-1, 64)
+        assert len(whole) == shard["blocks"] >= shard["used_blocks"]
+        expected.append(whole[: shard["used_blocks"]])
+    assert np.array_equal(rows, np.concatenate(expected))  # leading blocks, shard order: no block twice
+    assert {s["source_index"] for s in index["shards"] if s["used_blocks"] < s["blocks"]} == {1 - scarce}
+
+    shards = {p: p.stat().st_mtime_ns for p in (tmp_path / "work" / "shards").rglob("*.bin")}
+    _, other = run("other", [0.5, 0.5])
+    assert {p: p.stat().st_mtime_ns for p in shards} == shards  # the same shards: only the index step ran again
+    shares = [m["share"] for m in other["splits"]["train"]["mixture"]]
+    assert abs(shares[0] - 0.5) < 0.01 and other["splits"]["train"]["blocks"] != used
+    _, reseeded = run("reseeded", [0.8, 0.2], seed="7")
+    assert reseeded["splits"]["train"]["mixture"] == mixture  # the same counts from other shards' blocks
+    assert json.loads((out / "index.json").read_text())["splits"]["train"]["shards"] != index["shards"]
 
 
 @pytest.mark.slow  # two runs of a fork server and its tasks
