@@ -165,6 +165,14 @@ def pytest_collection_modifyitems(config, items):
                                  item.get_closest_marker("slow") is None))
 
 
+def pytest_collection_finish(session):
+    """After selection (-k, -m, file): where a GGUF test will run, llama.cpp's source downloads in the background."""
+    if any("llama_cpp_dir" in item.fixturenames for item in session.items):
+        from testkit import prefetch_llama_cpp_source
+
+        prefetch_llama_cpp_source()
+
+
 @pytest.fixture
 def fake_sbatch(tmp_path, monkeypatch):
     """tests/fakeslurm.py's sbatch on PATH, recording each call without running the job; like Slurm it refuses a

@@ -86,6 +86,74 @@ def built_once(name: str, build: Callable[[Path], object], inputs: Iterable[str 
 TWO_PROCESSES = pytest.mark.xdist_group("two-processes")
 
 
+# --- llama.cpp's source, for the GGUF tests ------------------------------------------------------------------------
+LLAMA_CPP_SDIST = "llama-cpp-python==0.3.36"  # the README's way to llama.cpp's source without git
+_llama_cpp_fetch = None  # the download conftest starts at collection: (thread, [error])
+
+
+def prefetch_llama_cpp_source() -> None:
+    """Start llama_cpp_source() in a thread: the 77 MB download (10-60 s, network-bound) overlaps the tests that run
+    before the first GGUF test instead of holding a worker (and the other at the file lock)."""
+    global _llama_cpp_fetch
+    import threading
+
+    if _llama_cpp_fetch or os.environ.get("LLAMA_CPP_DIR") or (_llama_cpp_target() / "convert_hf_to_gguf.py").is_file():
+        return
+    error: list[BaseException] = []
+
+    def fetch():
+        try:
+            _fetch_llama_cpp()
+        except BaseException as e:  # re-raised by llama_cpp_source() in the test that needs it
+            error.append(e)
+
+    thread = threading.Thread(target=fetch, name="llama.cpp download", daemon=True)
+    thread.start()
+    _llama_cpp_fetch = (thread, error)
+
+
+def llama_cpp_source() -> Path:
+    """$LLAMA_CPP_DIR, or llama.cpp's converter, conversion/, gguf-py and reference vocabularies unpacked once per
+    machine under .cache/ from the llama-cpp-python sdist; a failed download fails the test."""
+    if os.environ.get("LLAMA_CPP_DIR"):
+        return Path(os.environ["LLAMA_CPP_DIR"])
+    if _llama_cpp_fetch:
+        thread, error = _llama_cpp_fetch
+        thread.join()
+        if error:
+            raise error[0]
+    return _fetch_llama_cpp()
+
+
+def _llama_cpp_target() -> Path:
+    return REPO_ROOT / ".cache" / ("llama.cpp-" + LLAMA_CPP_SDIST.split("==")[1])
+
+
+def _fetch_llama_cpp() -> Path:
+    import tarfile
+
+    from filelock import FileLock
+
+    target = _llama_cpp_target()
+    target.parent.mkdir(exist_ok=True)
+    with FileLock(str(target) + ".lock"), tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        if not (target / "convert_hf_to_gguf.py").is_file():
+            done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary",
+                                   ":all:", "-d", tmp, LLAMA_CPP_SDIST], capture_output=True, text=True)
+            # a failed download fails: every family's GGUF check hangs on it (the package index is reachable in CI)
+            assert done.returncode == 0, f"cannot download {LLAMA_CPP_SDIST}: {done.stderr.strip()[-2000:]}"
+            (sdist,) = Path(tmp).glob("*.tar.gz")
+            with tarfile.open(sdist) as tar:
+                prefix = sdist.name.removesuffix(".tar.gz") + "/vendor/llama.cpp/"
+                members = [m for m in tar.getmembers() if m.name.startswith(prefix) and m.name[len(prefix):].startswith(
+                    ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "models/ggml-vocab-"))]
+                for m in members:
+                    m.name = m.name[len(prefix):]
+                tar.extractall(Path(tmp) / "llama.cpp", members=members, filter="data")
+            (Path(tmp) / "llama.cpp").rename(target)
+    return target
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now, for a launch's rendezvous."""
     import socket

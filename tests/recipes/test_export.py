@@ -286,7 +286,6 @@ def test_transformers4_cannot_load_an_unconverted_transformers5_folder(tiny_chat
 
 # --- llama.cpp --------------------------------------------------------------------------------------------------------
 
-LLAMA_CPP_SDIST = "llama-cpp-python==0.3.36"  # the README's way to llama.cpp's source without git
 # llama.cpp's own vocab-only GGUFs of each family (models/ggml-vocab-*.gguf): what its converter writes for the real model
 REFERENCE_VOCAB = {"llama3": "llama-bpe", "qwen2": "qwen2", "llama2-spm": "llama-spm"}
 GGUF_TEXTS = ["Hello world, it's 2024!", "你好，世界。今天天气很好。", "emoji 🙂👍🏽 and digits 12345 67",
@@ -311,32 +310,10 @@ def test_gguf_pre_tokenizer_is_checked_not_assumed(tiny_chat_model_dir, tmp_path
 @pytest.fixture(scope="session")
 def llama_cpp_dir():
     """llama.cpp's converter (convert_hf_to_gguf.py, conversion/, its gguf-py) and reference vocabularies: $LLAMA_CPP_DIR,
-    or unpacked once per machine under .cache/ from the llama-cpp-python sdist (a 77 MB download, 10-60 s)."""
-    import tarfile
-    import tempfile
+    or unpacked once per machine under .cache/ (testkit.llama_cpp_source; conftest starts the download at collection)."""
+    from testkit import llama_cpp_source
 
-    from filelock import FileLock
-
-    if os.environ.get("LLAMA_CPP_DIR"):
-        return Path(os.environ["LLAMA_CPP_DIR"])
-    target = REPO_ROOT / ".cache" / ("llama.cpp-" + LLAMA_CPP_SDIST.split("==")[1])
-    target.parent.mkdir(exist_ok=True)
-    with FileLock(str(target) + ".lock"), tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        if not (target / "convert_hf_to_gguf.py").is_file():
-            done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary",
-                                   ":all:", "-d", tmp, LLAMA_CPP_SDIST], capture_output=True, text=True)
-            # a failed download fails: every family's GGUF check hangs on it (the package index is reachable in CI)
-            assert done.returncode == 0, f"cannot download {LLAMA_CPP_SDIST}: {done.stderr.strip()[-2000:]}"
-            (sdist,) = Path(tmp).glob("*.tar.gz")
-            with tarfile.open(sdist) as tar:
-                prefix = sdist.name.removesuffix(".tar.gz") + "/vendor/llama.cpp/"
-                members = [m for m in tar.getmembers() if m.name.startswith(prefix) and m.name[len(prefix):].startswith(
-                    ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "models/ggml-vocab-"))]
-                for m in members:
-                    m.name = m.name[len(prefix):]
-                tar.extractall(Path(tmp) / "llama.cpp", members=members, filter="data")
-            (Path(tmp) / "llama.cpp").rename(target)
-    return target
+    return llama_cpp_source()
 
 
 GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
