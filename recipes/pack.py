@@ -83,7 +83,12 @@ def main(argv: list[str] | None = None) -> dict:
         tokenizer_info = {"name_or_path": args.tokenizer_name_or_path, "vocab_size": len(tokenizer),
                           "eos_token_id": tokenizer.eos_token_id, "sha256": tokenizer_fingerprint(tokenizer)}
         if ex.executor != "datasets":
-            return pack_with_executor(corpus_args, args, ex, tokenizer, tokenizer_info)
+            summary = pack_with_executor(corpus_args, args, ex, tokenizer, tokenizer_info)
+            if summary is None:
+                logger.info("submitted to Slurm: the pack's job array, then its index job, into %s", args.output_dir)
+            else:
+                log_summary(summary["splits"], args)
+            return summary
         splits, corpus_stats = load_corpus(corpus_args)
     except (ConfigError, OSError) as e:
         parser.error(str(e))
@@ -124,14 +129,20 @@ def main(argv: list[str] | None = None) -> dict:
             datasets.DatasetDict(packed).save_to_disk(str(staging))
         (staging / "stats.json").write_text(json.dumps(summary, indent=2) + "\n")
         write_run_info(staging, corpus_args, args, ex, recipe="pack")
+    log_summary(stats, args)
+    return summary
+
+
+def log_summary(stats: dict, args: PackArguments) -> None:
     for name, s in stats.items():
         logger.info(
             "%s: %d documents (%d empty skipped) -> %d tokens -> %d blocks of %d, %d tail tokens dropped",
-            name, s["documents"], s["empty_documents_skipped"], s["tokens"], s["blocks"], args.block_size,
-            s["dropped_tail_tokens"],
+            name, s["documents"], s["empty_documents_skipped"], s["tokens"], s.get("blocks_packed", s["blocks"]),
+            args.block_size, s["dropped_tail_tokens"],
         )
+        for m in s.get("mixture", []):
+            logger.info("  %s: weight %g -> %d tokens, share %.4f", m["source"], m["weight"], m["tokens"], m["share"])
     logger.info("packed dataset saved to %s", args.output_dir)
-    return summary
 
 
 if __name__ == "__main__":

@@ -335,14 +335,15 @@ def test_a_per_file_pack_refuses_what_needs_the_whole_corpus(tmp_path, real_docs
 
 
 @pytest.mark.slow  # three datatrove runs (~3 s each)
-def test_a_per_file_pack_mixes_sources_by_weight_in_whole_blocks(tmp_path, real_docs, tiny_tokenizer_dir):
+def test_a_per_file_pack_mixes_sources_by_weight_in_whole_blocks(tmp_path, real_docs, tiny_tokenizer_dir, caplog):
     """Chinese (3 files) with 20 % English (2 files): the blocks pretraining reads are each source's shards' leading
     blocks, in the weights' shares to a block, the scarcer source whole, no block twice; index.json and stats.json say
     the realised shares. New weights or seed choose other blocks from the same shards: no task reruns."""
-    import os
+    import logging
 
     from llm_recipes.shards import load_packed
 
+    caplog.set_level(logging.INFO, logger="pack")
     docs = [d for d in real_docs if d.strip()] * 2
     en = split_corpus(tmp_path / "en", [d for d in docs if d.isascii()], 2)
     zh = split_corpus(tmp_path / "zh", [d for d in docs if not d.isascii()], 3)
@@ -369,6 +370,10 @@ def test_a_per_file_pack_mixes_sources_by_weight_in_whole_blocks(tmp_path, real_
     assert mixture[1 - scarce]["tokens"] < 0.9 * mixture[1 - scarce]["available_tokens"]  # the other cut to match
     assert index["mixture"] == mixture and index["blocks"] == train["blocks"] == used < train["blocks_packed"]
     assert train["packed_tokens"] == used * 64
+    logged = [r.getMessage() for r in caplog.records if r.name == "pack"]  # the default path's summary, and the shares
+    assert f"train: {train['documents']} documents (0 empty skipped) -> {train['tokens']} tokens -> " \
+           f"{train['blocks_packed']} blocks of 64, {train['dropped_tail_tokens']} tail tokens dropped" in logged
+    assert f"  {zh}: weight 0.8 -> {mixture[0]['tokens']} tokens, share {mixture[0]['share']:.4f}" in logged
 
     blocks = load_packed(out)[0]["train"]
     assert len(blocks) == used
