@@ -168,26 +168,37 @@ class DocumentMaskingCollator:
         return {"input_ids": input_ids, "labels": input_ids.clone(), "position_ids": position_ids}
 
 
-def mix_by_weight(tokens: datasets.Dataset, sources: list[int], weights: list[float],
-                  seed: int) -> tuple[list[int], list[dict]]:
-    """The documents of a weighted mixture: each source gets `weight` (normalised) of the tokens, the mixture as large
-    as it can be without repeating a document (the rule of TRL's dataset mixtures). Documents are drawn in a seeded
-    order within each source, then all interleaved, so blocks mix the sources. Returns the row indices and, per
-    source, the documents and tokens taken and the realised token share."""
-    lengths = pc.list_value_length(tokens.data.column("input_ids")).to_numpy()
-    sources = np.asarray(sources)
+def mixture_budgets(available: np.ndarray, weights: list[float]) -> np.ndarray:
+    """Each source's part of the largest weighted mixture that repeats nothing (the rule of TRL's dataset mixtures),
+    in the unit of `available` (tokens or blocks): the source scarcest for its weight is taken whole."""
     shares = np.asarray(weights, dtype=float) / sum(weights)
-    available = np.array([lengths[sources == i].sum() for i in range(len(weights))], dtype=float)
-    total = min(available / shares)
-    rng = np.random.default_rng(seed)
-    picked, report = [], []
-    for i, share in enumerate(shares):
-        rows = rng.permutation(np.flatnonzero(sources == i))
-        take = rows[: int(np.searchsorted(np.cumsum(lengths[rows]), share * total, side="right"))]
-        picked.append(take)
-        report.append({"source": i, "weight": float(weights[i]), "documents": len(take),
-                       "tokens": int(lengths[take].sum()), "available_tokens": int(available[i])})
+    return shares * min(available / shares)
+
+
+def with_shares(report: list[dict]) -> list[dict]:
+    """A mixture report's entries, each given its realised share of the taken tokens."""
     taken = sum(r["tokens"] for r in report)
     for r in report:
         r["share"] = round(r["tokens"] / max(taken, 1), 4)
+    return report
+
+
+def mix_by_weight(tokens: datasets.Dataset, sources: list[int], weights: list[float],
+                  seed: int) -> tuple[list[int], list[dict]]:
+    """The documents of a weighted mixture: each source gets `weight` (normalised) of the tokens, the mixture as large
+    as it can be without repeating a document (mixture_budgets). Documents are drawn in a seeded order within each
+    source, then all interleaved, so blocks mix the sources. Returns the row indices and, per source, the documents
+    and tokens taken and the realised token share."""
+    lengths = pc.list_value_length(tokens.data.column("input_ids")).to_numpy()
+    sources = np.asarray(sources)
+    available = np.array([lengths[sources == i].sum() for i in range(len(weights))], dtype=float)
+    rng = np.random.default_rng(seed)
+    picked, report = [], []
+    for i, budget in enumerate(mixture_budgets(available, weights)):
+        rows = rng.permutation(np.flatnonzero(sources == i))
+        take = rows[: int(np.searchsorted(np.cumsum(lengths[rows]), budget, side="right"))]
+        picked.append(take)
+        report.append({"source": i, "weight": float(weights[i]), "documents": len(take),
+                       "tokens": int(lengths[take].sum()), "available_tokens": int(available[i])})
+    with_shares(report)
     return rng.permutation(np.concatenate(picked)).tolist(), report

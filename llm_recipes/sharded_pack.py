@@ -30,7 +30,7 @@ from llm_recipes.atomic import publish_dir
 from llm_recipes.config import ConfigError
 from llm_recipes.corpus import (BUILDERS, CorpusArguments, _is_nonempty, _to_text, check_local_file, checked_lines,
                                  resolve_files)
-from llm_recipes.packing import encode_ids, split_stats
+from llm_recipes.packing import encode_ids, mixture_budgets, split_stats, with_shares
 from llm_recipes.shards import format_stats, write_index
 
 PLAN = "plan.json"
@@ -67,12 +67,12 @@ def work_fingerprint(corpus: CorpusArguments, args, tasks: int, units: list[dict
     import dataclasses
 
     settings = {k: v for k, v in dataclasses.asdict(args).items() if k != "output_dir"}
-    corpus = dataclasses.asdict(corpus)  # weights and seed choose blocks at the index step: the shards stay
-    corpus.pop("seed")
-    for source in corpus["train_sources"]:
+    sources = dataclasses.asdict(corpus)  # weights and seed choose blocks at the index step: the shards stay
+    sources.pop("seed")
+    for source in sources["train_sources"]:
         source.pop("weight")
     files = [[u["file"], os.stat(u["file"]).st_size, os.stat(u["file"]).st_mtime_ns] for u in units]
-    return json.dumps({"corpus": corpus, "settings": settings, "tasks": tasks,
+    return json.dumps({"corpus": sources, "settings": settings, "tasks": tasks,
                        "tokenizer": tokenizer_sha, "files": files}, sort_keys=True, default=str)
 
 
@@ -110,13 +110,14 @@ def pack_file(unit: dict, tokenizer, block_size: int, group: int, dtype: np.dtyp
         def flush():  # the group's stream cut into blocks, its tail dropped: packing._pack without Arrow
             stream, _ = encode_ids(texts, tokenizer)
             blocks = len(stream) // block_size
-            data = stream[: blocks * block_size].astype(dtype).tobytes()
+            kept = stream[: blocks * block_size]
+            data = kept.astype(dtype).tobytes()
             f.write(data)
             digest.update(data)
             stats["tokens"] += len(stream)
             stats["blocks"] += blocks
             if tokenizer.pad_token_id is not None:
-                stats["pads"] += int((stream[: blocks * block_size] == tokenizer.pad_token_id).sum())
+                stats["pads"] += int((kept == tokenizer.pad_token_id).sum())
             texts.clear()
 
         for text in documents(unit):
@@ -180,17 +181,16 @@ class PackFiles(PipelineStep):
 
 def mix_shards(shards: list[dict], sources: list[str], weights: list[float], seed: int, block_size: int) -> list[dict]:
     """A weighted mixture of whole blocks, as Megatron and nanotron blend datasets: each source gets `weight`
-    (normalised) of the blocks, the mixture as large as it can be without repeating a block (the rule of the default
-    path). A source's shards are taken in a seeded order, whole, and the last one as a prefix: each shard entry gets
-    `used_blocks`. Returns, per source, the blocks and tokens taken, those available and the realised share."""
-    shares = np.asarray(weights, dtype=float) / sum(weights)
+    (normalised) of the blocks, the mixture as large as it can be without repeating a block (mixture_budgets, the
+    default path's rule). A source's shards are taken in a seeded order, whole, and the last one as a prefix: each
+    shard entry gets `used_blocks`. Returns, per source, the blocks and tokens taken, those available and the
+    realised share."""
     available = np.zeros(len(weights), dtype=np.int64)
     for shard in shards:
         available[shard["source_index"]] += shard["blocks"]
-    total = min(available / shares)
     rng, report = np.random.default_rng(seed), []
-    for i, share in enumerate(shares):
-        budget = min(int(available[i]), int(share * total + 1e-6))
+    for i, budget in enumerate(mixture_budgets(available, weights)):
+        budget = min(int(available[i]), int(budget + 1e-6))
         own = [shard for shard in shards if shard["source_index"] == i]
         for k in rng.permutation(len(own)):
             own[k]["used_blocks"] = min(budget, own[k]["blocks"])
@@ -198,16 +198,14 @@ def mix_shards(shards: list[dict], sources: list[str], weights: list[float], see
         taken = sum(shard["used_blocks"] for shard in own)
         report.append({"source": sources[i], "weight": float(weights[i]), "files": len(own), "blocks": taken,
                        "tokens": taken * block_size, "available_tokens": int(available[i]) * block_size})
-    for r in report:
-        r["share"] = round(r["blocks"] / max(sum(x["blocks"] for x in report), 1), 4)
-    return report
+    return with_shares(report)
 
 
 def publish_index(work_dir: Path, output_dir: str, block_size: int, dtype: str, tokenizer_info: dict,
-                  run_configs: tuple, weights: list[float] | None = None, seed: int = 0) -> dict:
+                  run_configs: tuple) -> dict:
     """Shards in plan order, hard-linked (copied across file systems) into a staging folder with index.json and
-    stats.json, renamed into output_dir; with `weights`, the train split's blocks mixed by mix_shards. Returns
-    stats.json's content."""
+    stats.json, renamed into output_dir; a weighted corpus (run_configs[0]) gets its train blocks mixed by mix_shards.
+    Returns stats.json's content."""
     from llm_recipes.run_info import write_run_info
 
     work_dir, dtype = Path(work_dir), np.dtype(dtype)
@@ -234,10 +232,11 @@ def publish_index(work_dir: Path, output_dir: str, block_size: int, dtype: str, 
         splits = {name: split_stats(s["documents"], s["empty_documents_skipped"], s["tokens"], s["blocks"],
                                     block_size, s["pads"]) for name, s in per_split.items()}
         index = {name: {"shards": s["shards"], "blocks": s["blocks"]} for name, s in per_split.items()}
-        if weights:  # the split's counts describe what was packed; blocks and packed_tokens what pretraining reads
+        corpus = run_configs[0]
+        if corpus.weighted:  # the split's counts describe what was packed; blocks and packed_tokens what is read
             train = per_split["train"]
-            mixture = mix_shards(train["shards"], [s.path for s in run_configs[0].train_sources], weights, seed,
-                                 block_size)
+            mixture = mix_shards(train["shards"], [s.path for s in corpus.train_sources],
+                                 [s.weight for s in corpus.train_sources], corpus.seed, block_size)
             used = sum(m["blocks"] for m in mixture)
             index["train"].update(blocks=used, mixture=mixture)
             splits["train"].update(blocks=used, packed_tokens=used * block_size, blocks_packed=train["blocks"],
@@ -287,8 +286,7 @@ def pack_with_executor(corpus: CorpusArguments, args, ex, tokenizer, tokenizer_i
     pack = PackFiles(str(work), tokenizer.eos_token_id, tokenizer.pad_token_id, args.block_size, args.pack_batch_size,
                      dtype)
     index = {"work_dir": str(work), "output_dir": args.output_dir, "block_size": args.block_size, "dtype": dtype,
-             "tokenizer_info": tokenizer_info, "run_configs": (corpus, args, ex),
-             "weights": [s.weight for s in corpus.train_sources] if corpus.weighted else None, "seed": corpus.seed}
+             "tokenizer_info": tokenizer_info, "run_configs": (corpus, args, ex)}
     logs = work / "logs"
     if ex.executor == "slurm":
         first = executors.make_executor(ex, [pack], tasks, str(logs / "pack"), "pack",
